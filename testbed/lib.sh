@@ -1,0 +1,75 @@
+# Shared settings and helpers for the testbed scripts. Sourced, not run.
+# shellcheck shell=bash
+set -euo pipefail
+
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$TESTBED_DIR")
+# The cached Debian 13 root and guest image live outside the git tree so every
+# clone (and CI) reuses them.
+CACHE_DIR=${CONDOR_CLOUD_TESTBED_CACHE:-/var/cache/condor-cloud-testbed}
+ROOT_DIR=$CACHE_DIR/root
+GUEST_DIR=$CACHE_DIR/guest
+# Runtime state of one checkout's testbed: pidfiles, overlays, logs, sockets.
+STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/.testbed}
+
+# Where the checkout appears inside every node's root.
+SRC_IN_ROOT=/opt/condor-cloud/src
+
+# The testbed LAN: 198.18.0.0/15 is reserved for network tests (RFC 2544) and
+# lives only inside the namespaces below.
+LAN_PREFIX=198.18.0
+LAN_NETNS=cc-lan
+LAN_BRIDGE=lan0
+LAN_ADDR=$LAN_PREFIX.1
+DHCP_RANGE="$LAN_PREFIX.100,$LAN_PREFIX.199,255.255.255.0,1h"
+# name:address:role  (role: master | node | client)
+HOSTS=(
+  "master:$LAN_PREFIX.2:master"
+  "node1:$LAN_PREFIX.3:node"
+  "client:$LAN_PREFIX.9:client"
+)
+MASTER_ADDR=$LAN_PREFIX.2
+
+host_field() { # host_field "name:addr:role" N
+  local IFS=:
+  # shellcheck disable=SC2206
+  local parts=($1)
+  echo "${parts[$2]}"
+}
+
+netns_of() { echo "cc-$1"; }
+node_state() { echo "$STATE_DIR/hosts/$1"; }
+keeper_pid() { cat "$(node_state "$1")/keeper.pid" 2>/dev/null; }
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
+
+require_root() { [ "$(id -u)" = 0 ] || die "run as root (the testbed creates namespaces and mounts)"; }
+
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+# Run a command chrooted in DIR with /proc, /sys and /dev mounted in a private
+# mount namespace, so nothing stays mounted when it ends.
+in_chroot() {
+  local dir=$1; shift
+  unshare --mount --propagation private -- bash -euc '
+    dir=$1; shift
+    mount -t proc proc "$dir/proc"
+    mount --rbind /sys "$dir/sys"
+    mount --rbind /dev "$dir/dev"
+    cp /etc/resolv.conf "$dir/etc/resolv.conf"
+    exec chroot "$dir" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"
+  ' in_chroot "$dir" "$@"
+}
+
+# Run a command inside host NAME: its network, mount and UTS namespaces,
+# chrooted into its root.
+in_host() {
+  local name=$1; shift
+  local pid; pid=$(keeper_pid "$name") || die "host $name is not up (make testbed-up)"
+  pid_alive "$pid" || die "host $name is not up (make testbed-up)"
+  nsenter -t "$pid" -m -u -n -- chroot "$(node_state "$name")/root" "$@"
+}
+
+# Host NAME's root directory as seen from outside its mount namespace.
+host_root() { echo "/proc/$(keeper_pid "$1")/root$(node_state "$1")/root"; }
