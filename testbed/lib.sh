@@ -46,7 +46,10 @@ die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
 
 require_root() { [ "$(id -u)" = 0 ] || die "run as root (the testbed creates namespaces and mounts)"; }
 
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# A zombie has exited (its parent just has not reaped it yet).
+pid_alive() {
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
 
 # Run a command chrooted in DIR with /proc, /sys and /dev mounted in a private
 # mount namespace, so nothing stays mounted when it ends.
@@ -68,7 +71,9 @@ in_host() {
   local name=$1; shift
   local pid; pid=$(keeper_pid "$name") || die "host $name is not up (make testbed-up)"
   pid_alive "$pid" || die "host $name is not up (make testbed-up)"
-  nsenter -t "$pid" -m -u -n -- chroot "$(node_state "$name")/root" "$@"
+  nsenter -t "$pid" -m -u -n -- chroot "$(node_state "$name")/root" \
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    TERM="${TERM:-dumb}" LANG=C.UTF-8 "$@"
 }
 
 # Host NAME's root directory as seen from outside its mount namespace.

@@ -1,0 +1,18 @@
+# condor-cloud: the commands a newcomer needs (run as root on Debian 12).
+.PHONY: demo test unit-test testbed-up testbed-down bench
+
+PYTHON = $(shell testbed/host-setup)
+
+testbed-up:
+	testbed/up
+
+testbed-down:
+	testbed/down
+
+# Unit tests, then integration tests on the real testbed (brought up by the
+# test session itself), then testbed teardown checks.
+test:
+	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+unit-test:
+	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""condor-cloud: an IaaS cloud whose instances are HTCondor jobs running libvirt guests."""

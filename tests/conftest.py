@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness import Testbed
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Teardown tests stop the testbed, so they run after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Testbed:
+    """The running testbed (brought up once per session); this process joins its client network."""
+    tb = Testbed.up()
+    tb.enter_client_network()
+    os.environ["CONDOR_CONFIG"] = tb.condor_config
+    import htcondor2
+    htcondor2.reload_config()
+    return tb
+
+
+@pytest.fixture(scope="session")
+def collector(testbed: Testbed):
+    import htcondor2
+    return htcondor2.Collector()
+
+
+@pytest.fixture(scope="session")
+def schedd(testbed: Testbed, collector):
+    """The master's schedd: the queue every instance lives in."""
+    import htcondor2
+    return htcondor2.Schedd(collector.locate(htcondor2.DaemonType.Schedd, testbed.master_fqdn))
+
+
+@pytest.fixture(scope="session")
+def libvirt_conns(testbed: Testbed):
+    """A libvirt connection to every host that runs VMs, by host name."""
+    import libvirt
+    conns = {h.name: libvirt.open(testbed.libvirt_uri(h.name)) for h in testbed.vm_hosts}
+    yield conns
+    for conn in conns.values():
+        conn.close()

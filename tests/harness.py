@@ -1,0 +1,110 @@
+"""The testbed as the tests see it: hosts, their libvirt, the client network."""
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll CONDITION until it returns something truthy; fail after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def enter_netns(name: str) -> None:
+    """Move this process into network namespace NAME (sockets opened later live there)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    role: str
+
+
+@dataclass
+class Testbed:
+    __test__ = False
+
+    state: Path
+    hosts: list[Host]
+    env: dict[str, str]
+
+    @classmethod
+    def up(cls) -> Testbed:
+        subprocess.run([REPO / "testbed" / "up"], check=True)
+        return cls.load(REPO / ".testbed")
+
+    @classmethod
+    def load(cls, state: Path) -> Testbed:
+        env = {}
+        for line in (state / "testbed.env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+        hosts = [Host(*h.split(":")) for h in env["CONDOR_CLOUD_TESTBED_HOSTS"].split()]
+        return cls(state=state, hosts=hosts, env=env)
+
+    @property
+    def vm_hosts(self) -> list[Host]:
+        """The hosts that run a startd and libvirtd."""
+        return [h for h in self.hosts if h.role != "client"]
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def fqdn(self, name: str) -> str:
+        return f"{name}.{self.env['CONDOR_CLOUD_TESTBED_DOMAIN']}"
+
+    @property
+    def master_fqdn(self) -> str:
+        return self.fqdn(next(h.name for h in self.hosts if h.role == "master"))
+
+    def keeper_pid(self, name: str) -> int:
+        return int((self.state / "hosts" / name / "keeper.pid").read_text())
+
+    def path(self, name: str, path: str) -> Path:
+        """PATH inside host NAME's root, as seen from the test process."""
+        return Path(f"/proc/{self.keeper_pid(name)}/root{self.state}/hosts/{name}/root{path}")
+
+    def libvirt_uri(self, name: str) -> str:
+        return f"qemu+unix:///system?socket={self.state}/hosts/{name}/run-libvirt/libvirt-sock"
+
+    def run(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run CMD inside host NAME (its namespaces and root)."""
+        return subprocess.run([REPO / "testbed" / "run", "--host", name, *cmd],
+                              check=check, capture_output=True, text=True)
+
+    @property
+    def condor_config(self) -> str:
+        return self.env["CONDOR_CLOUD_TESTBED_CONDOR_CONFIG"]
+
+    @property
+    def guest_image(self) -> Path:
+        return Path(self.env["CONDOR_CLOUD_TESTBED_GUEST_IMAGE"])
+
+    def enter_client_network(self) -> None:
+        enter_netns(self.env["CONDOR_CLOUD_TESTBED_CLIENT_NETNS"])

@@ -1,0 +1,115 @@
+"""The testbed is a real multi-node pool with libvirt, DHCP and a client LAN."""
+from __future__ import annotations
+
+import random
+import subprocess
+
+import pytest
+import requests
+
+from condor_cloud.domain import instance_domain
+from harness import REPO, Testbed, wait_for
+
+
+def test_every_vm_host_runs_a_startd_in_the_pool(testbed: Testbed, collector):
+    import htcondor2
+    machines = {ad["Machine"] for ad in collector.query(htcondor2.AdType.Startd, projection=["Machine"])}
+    assert len(machines) >= 2
+    assert {testbed.fqdn(h.name) for h in testbed.vm_hosts} <= machines
+
+
+@pytest.fixture(scope="module")
+def vanilla_jobs(testbed: Testbed, schedd) -> dict[str, dict]:
+    """One vanilla job pinned to each VM host, run to completion: its history ad by host."""
+    import htcondor2
+    clusters = {}
+    for host in testbed.vm_hosts:
+        sub = htcondor2.Submit({
+            "executable": "/bin/sh",
+            "arguments": "\"-c 'test `id -un` = condor-cloud'\"",
+            "transfer_executable": "false",
+            "should_transfer_files": "YES",
+            "initialdir": "/tmp",
+            "requirements": f'Machine == "{testbed.fqdn(host.name)}"',
+        })
+        clusters[host.name] = schedd.submit(sub).cluster()
+
+    def finished():
+        ads = {}
+        for name, cluster in clusters.items():
+            found = schedd.history(f"ClusterId == {cluster}", ["ExitCode", "LastRemoteHost", "JobStatus"], match=1)
+            ads.update({name: ad for ad in found})
+        return ads if len(ads) == len(clusters) else None
+
+    return wait_for(finished, 120, "vanilla jobs to complete", interval=1)
+
+
+def test_a_vanilla_job_completes_on_each_vm_host(testbed: Testbed, vanilla_jobs):
+    for host in testbed.vm_hosts:
+        ad = vanilla_jobs[host.name]
+        assert ad["JobStatus"] == 4, f"job on {host.name} did not complete"
+        assert ad["LastRemoteHost"].endswith("@" + testbed.fqdn(host.name))
+
+
+def test_vanilla_jobs_run_as_the_submitting_user(vanilla_jobs):
+    assert {ad["ExitCode"] for ad in vanilla_jobs.values()} == {0}
+
+
+def lease_address(testbed: Testbed, mac: str) -> str | None:
+    for line in (testbed.state / "dhcp" / "dnsmasq.leases").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == mac:
+            return fields[2]
+    return None
+
+
+@pytest.fixture(scope="module")
+def booted_guests(testbed: Testbed, libvirt_conns):
+    """The guest image booted once on every VM host: (host, address, HTTP response)."""
+    doms, macs = {}, {}
+    for host in testbed.vm_hosts:
+        overlay = f"/tmp/testbed-guest-{host.name}.qcow2"
+        testbed.run(host.name, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                    "-b", "/var/lib/condor-cloud/shared_images/tiny.img", overlay)
+        macs[host.name] = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        dom = instance_domain(name=f"testbed-guest-{host.name}", domain_type="qemu", memory_mib=256,
+                              vcpus=1, disk=overlay, bridge="br0", mac=macs[host.name],
+                              console_log=f"/tmp/testbed-guest-{host.name}.log")
+        doms[host.name] = libvirt_conns[host.name].createXML(dom.to_xml())
+    try:
+        results = []
+        for host in testbed.vm_hosts:
+            address = wait_for(lambda: lease_address(testbed, macs[host.name]), 60,
+                               f"a DHCP lease for the guest on {host.name}")
+            page = wait_for(lambda: _get(f"http://{address}/"), 30, f"HTTP from the guest on {host.name}")
+            results.append((host.name, address, page))
+        yield results
+    finally:
+        for dom in doms.values():
+            dom.destroy()
+
+
+def _get(url: str) -> str | None:
+    try:
+        return requests.get(url, timeout=2).text
+    except requests.RequestException:
+        return None
+
+
+def test_the_guest_boots_on_every_vm_host_and_gets_a_dhcp_address(testbed: Testbed, booted_guests):
+    assert [name for name, _, _ in booted_guests] == [h.name for h in testbed.vm_hosts]
+    for _, address, _ in booted_guests:
+        assert address.startswith("198.18.0.")
+
+
+def test_each_guest_answers_http_from_the_client_network(booted_guests):
+    for name, address, page in booted_guests:
+        assert f"address {address}" in page, f"guest on {name} served {page!r}"
+
+
+def test_the_client_reaches_condor_and_libvirt_with_testbed_run(testbed: Testbed):
+    q = subprocess.run([REPO / "testbed" / "run", "condor_q"], capture_output=True, text=True)
+    assert q.returncode == 0, q.stderr
+    v = subprocess.run([REPO / "testbed" / "run", "virsh", "-c", "qemu:///system", "list", "--all"],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr

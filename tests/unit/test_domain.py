@@ -1,0 +1,63 @@
+"""Instance domains are built from a declarative model and round-trip through XML."""
+import xml.etree.ElementTree as ET
+
+from condor_cloud.domain import BridgeInterface, Disk, Domain, SerialLog, instance_domain
+
+
+def example() -> Domain:
+    return instance_domain(name="inst-1", domain_type="qemu", memory_mib=256, vcpus=2,
+                           disk="/cache/inst-1.qcow2", bridge="br0", mac="52:54:00:aa:bb:cc",
+                           console_log="/scratch/console.log")
+
+
+def test_domain_xml_names_type_memory_and_cpus():
+    root = ET.fromstring(example().to_xml())
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "inst-1"
+    assert root.find("memory").get("unit") == "MiB" and root.findtext("memory") == "256"
+    assert root.findtext("vcpu") == "2"
+
+
+def test_disk_is_a_virtio_qcow2_overlay():
+    disk = ET.fromstring(example().to_xml()).find("devices/disk")
+    assert disk.find("source").get("file") == "/cache/inst-1.qcow2"
+    assert disk.find("driver").get("type") == "qcow2"
+    assert disk.find("target").get("bus") == "virtio"
+
+
+def test_interface_is_on_the_bridge_with_the_instance_mac():
+    nic = ET.fromstring(example().to_xml()).find("devices/interface")
+    assert nic.get("type") == "bridge"
+    assert nic.find("source").get("bridge") == "br0"
+    assert nic.find("mac").get("address") == "52:54:00:aa:bb:cc"
+
+
+def test_serial_console_goes_to_a_file():
+    serial = ET.fromstring(example().to_xml()).find("devices/serial")
+    assert serial.get("type") == "file"
+    assert serial.find("source").get("path") == "/scratch/console.log"
+
+
+def test_acpi_is_on_so_the_guest_can_be_shut_down_cleanly():
+    assert ET.fromstring(example().to_xml()).find("features/acpi") is not None
+
+
+def test_domain_round_trips_through_xml():
+    dom = example()
+    again = Domain.from_xml(dom.to_xml())
+    assert again == dom
+    assert [type(d) for d in again.devices] == [Disk, BridgeInterface, SerialLog]
+
+
+def test_libvirt_test_driver_accepts_the_domain():
+    import libvirt
+    conn = libvirt.open("test:///default")
+    try:
+        dom = example()
+        dom.type = "test"
+        defined = conn.defineXML(dom.to_xml())
+        assert defined.name() == "inst-1"
+        assert defined.maxMemory() == 256 * 1024
+        defined.undefine()
+    finally:
+        conn.close()
