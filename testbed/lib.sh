@@ -29,6 +29,9 @@ HOSTS=(
   "client:$LAN_PREFIX.9:client"
 )
 MASTER_ADDR=$LAN_PREFIX.2
+# Namespace names are machine-wide, so one testbed runs at a time; this file
+# names the checkout whose testbed owns them.
+OWNER_FILE=/run/condor-cloud-testbed.owner
 
 host_field() { # host_field "name:addr:role" N
   local IFS=:
