@@ -1,0 +1,55 @@
+"""The starter's job hooks: PREPARE_JOB readies an instance's disk, JOB_EXIT cleans up.
+
+Both run as the job's user in the job's scratch directory with the job ad on
+stdin; what they print on stderr ends up in the node's StarterLog. The
+wrapper cleans up after itself too; JOB_EXIT is the safety net for a wrapper
+that was killed.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import classad2
+
+from condor_cloud.errors import CloudError
+from condor_cloud.instance import InstanceFiles, InstanceSpec, instance_key
+from condor_cloud.node import cleanup, instance_lock, prepare
+from condor_cloud.settings import Settings
+
+log = logging.getLogger("condor-cloud")
+
+
+def _setup_logging(hook: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"condor-cloud {hook}: %(message)s")
+
+
+def prepare_job_main() -> int:
+    _setup_logging("prepare-job")
+    try:
+        ad = classad2.parseOne(sys.stdin.read())
+        spec, settings = InstanceSpec.from_ad(ad), Settings.from_condor()
+        with instance_lock(InstanceFiles.of(settings.instances, spec.key)):
+            prepare(spec, settings)
+    except (CloudError, ValueError, OSError) as e:
+        message = f"condor-cloud could not prepare the instance: {e}"
+        log.error("%s", message)
+        # A hold with this reason (HookStatusCode 1..299 holds the job).
+        print(f"HookStatusCode = 1\nHookStatusMessage = {classad2.quote(message)}")
+        return 1
+    return 0
+
+
+def job_exit_main() -> int:
+    _setup_logging("job-exit")
+    how = sys.argv[1] if len(sys.argv) > 1 else "exit"
+    try:
+        ad = classad2.parseOne(sys.stdin.read())
+        key = instance_key(str(ad.get("GlobalJobId", "")))
+        log.info("instance %s: job %s", key, how)
+        cleanup(key, Settings.from_condor())
+    except (CloudError, ValueError, OSError) as e:
+        log.error("cleanup failed: %s", e)
+        return 1
+    return 0

@@ -1,0 +1,78 @@
+"""Published images: which files in shared_images are images, and their ids.
+
+An image id is the image's file name. Only plain names count: no path
+separators, no hidden or partial files, nothing in staging/, and a symlink
+only if it resolves to a file inside shared_images (outside staging/). An
+image's format comes from its suffix, so qemu-img never has to guess it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from condor_cloud.errors import ImageError
+
+STAGING = "staging"
+FORMATS = {".img": "raw", ".raw": "raw", ".qcow2": "qcow2"}
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_PARTIAL = (".part", ".partial", ".tmp", ".swp", "~")
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    path: Path
+    format: str
+    size: int
+    mtime_ns: int
+
+
+def image_format(image_id: str) -> str | None:
+    return FORMATS.get(Path(image_id).suffix.lower())
+
+
+def check_image_id(image_id: str) -> None:
+    if not isinstance(image_id, str) or not _ID.fullmatch(image_id):
+        raise ImageError(
+            f"{image_id!r} is not an image id: ids are file names in shared_images "
+            "(letters, digits, '.', '_', '+', '-'; no '/'); list the images to see valid ids")
+    if image_id.endswith(_PARTIAL):
+        raise ImageError(f"{image_id!r} is a partial file, not an image")
+    if image_format(image_id) is None:
+        raise ImageError(f"{image_id!r} is not an image: image files end in "
+                         + ", ".join(sorted(FORMATS)))
+
+
+def find_image(shared: Path, image_id: str) -> Image:
+    """The published image IMAGE_ID, or ImageError saying why it cannot be used."""
+    check_image_id(image_id)
+    path = shared / image_id
+    root = shared.resolve()
+    try:
+        real = path.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):
+        raise ImageError(f"image {image_id!r} is not in {shared}; publish it there "
+                         "(copy into staging/, then rename it in) or pick another image") from None
+    if root not in real.parents or (root / STAGING) in real.parents:
+        raise ImageError(f"image {image_id!r} is a link to {real}, outside {shared}; "
+                         "images must live in shared_images")
+    if not real.is_file():
+        raise ImageError(f"image {image_id!r} is not a regular file")
+    st = real.stat()
+    return Image(image_id, real, image_format(image_id), st.st_size, st.st_mtime_ns)
+
+
+def list_images(shared: Path) -> list[Image]:
+    """Every usable image in SHARED, sorted by id."""
+    images = []
+    try:
+        names = sorted(p.name for p in shared.iterdir())
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            images.append(find_image(shared, name))
+        except ImageError:
+            continue
+    return images

@@ -1,0 +1,57 @@
+"""The job ClassAd attributes that carry a cloud instance.
+
+An instance is a vanilla job whose executable is the VM wrapper and whose
+``HookKeyword`` selects condor-cloud's hooks on the node.
+
+Set at submit (by the API or CLI):
+  CloudImage        string  image id: a file name in shared_images
+  CloudName         string  the instance's name, as the user gave it
+  CloudMAC          string  the guest NIC's MAC (52:54:00:xx:xx:xx, unique per instance)
+  CloudUserData     string  user data, base64 (may be empty)
+  CloudHardwareProfile string  the hardware profile it was launched with
+  CloudRealm        string  the realm it was launched in
+  RequestMemory     int     guest memory, MiB
+  RequestCpus       int     guest vCPUs
+
+Requests, changed with Schedd.edit while the instance runs:
+  CloudRequestedAction string  "stop" (ACPI shutdown, then hold with the disk kept)
+                               or "reboot"
+  CloudRequestId    int     incremented with every request; the wrapper carries
+                            out each id once
+
+Reported by the node (chirp):
+  CloudVMState      string  STARTING, RUNNING, STOPPING, STOPPED
+  CloudAddresses    string  the guest's IPv4 addresses, comma separated
+  CloudDiskNode     string  the node (Machine) holding the instance's disk; a
+                            stopped instance starts again there
+  CloudDomain       string  the libvirt domain name on that node
+"""
+
+IMAGE = "CloudImage"
+NAME = "CloudName"
+MAC = "CloudMAC"
+USER_DATA = "CloudUserData"
+HARDWARE_PROFILE = "CloudHardwareProfile"
+REALM = "CloudRealm"
+MEMORY = "RequestMemory"
+CPUS = "RequestCpus"
+REQUESTED_ACTION = "CloudRequestedAction"
+REQUEST_ID = "CloudRequestId"
+VM_STATE = "CloudVMState"
+ADDRESSES = "CloudAddresses"
+DISK_NODE = "CloudDiskNode"
+DOMAIN = "CloudDomain"
+
+HOOK_KEYWORD = "CLOUD"
+# The wrapper's exit code when the guest was shut down by a stop request; the
+# job's on_exit_hold turns it into a hold (the STOPPED state).
+EXIT_STOPPED = 3
+STOPPED_HOLD_SUBCODE = 1
+
+# VM states the wrapper reports.
+STARTING, RUNNING, STOPPING, STOPPED = "STARTING", "RUNNING", "STOPPING", "STOPPED"
+# The wrapper's exit code when the instance could not be started; the reason
+# is in CloudError, and the job's on_exit_hold makes it the hold reason.
+EXIT_FAILED = 4
+FAILED_HOLD_SUBCODE = 2
+ERROR = "CloudError"

@@ -1,0 +1,60 @@
+"""condor-cloud's settings, read from the HTCondor configuration (CONDOR_CLOUD_* knobs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Published images, NFS-shared from the master; admins copy new ones into
+    # staging/ and rename them in.
+    shared_images: Path = Path("/var/lib/condor-cloud/shared_images")
+    # This node's copies of images, one per image.
+    local_cache: Path = Path("/var/lib/condor-cloud/local_cache")
+    # Largest total size of local_cache in MiB; least recently used images
+    # that no instance uses are evicted to stay below it.
+    cache_size_limit_mib: int = 20480
+    # Per-instance disks (qcow2 overlays on cached images) and locks.
+    instances: Path = Path("/var/lib/condor-cloud/instances")
+    libvirt_uri: str = "qemu:///system"
+    # The bridge that instances' network interfaces join.
+    bridge: str = "br0"
+    # kvm, qemu (software emulation), or auto: kvm if libvirt offers it.
+    domain_type: str = "auto"
+    # Seconds a guest gets to power off after an ACPI shutdown before it is destroyed.
+    shutdown_timeout: int = 60
+    # Where to learn a guest's IPv4 address, tried in order: leases (the DHCP
+    # server's lease file), neighbours (this node's ARP table), libvirt
+    # (libvirt's interface addresses, including the guest agent).
+    address_sources: tuple[str, ...] = ("leases", "neighbours", "libvirt")
+    dhcp_leases: Path = Path("/var/lib/misc/dnsmasq.leases")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> Settings:
+        """Settings from config knobs named CONDOR_CLOUD_<FIELD> (upper case)."""
+        values: dict = {}
+        for f in fields(cls):
+            raw = params.get(f"CONDOR_CLOUD_{f.name.upper()}")
+            if raw is None or raw.strip() == "":
+                continue
+            default = f.default
+            try:
+                if isinstance(default, Path):
+                    values[f.name] = Path(raw.strip())
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, tuple):
+                    values[f.name] = tuple(s.strip() for s in raw.replace(",", " ").split())
+                else:
+                    values[f.name] = raw.strip()
+            except ValueError:
+                raise ValueError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not a whole number; "
+                                 "fix it in /etc/condor/config.d") from None
+        return cls(**values)
+
+    @classmethod
+    def from_condor(cls) -> Settings:
+        import htcondor2
+        return cls.from_params({k: v for k, v in htcondor2.param.items() if k.startswith("CONDOR_CLOUD_")})

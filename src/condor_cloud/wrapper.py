@@ -1,0 +1,210 @@
+"""The VM job wrapper: the executable of every instance job.
+
+It starts the instance's domain, reports the domain, the node and the
+guest's addresses into the job ad, carries out stop and reboot requests from
+the job ad, and turns condor's signals into an ACPI shutdown (destroying the
+guest if it has not powered off within the timeout). The job ends when the
+guest powers off.
+
+SIGTERM (condor_rm, condor_hold, vacate) shuts the guest down and the disk
+goes with the job. On the node these three cannot be told apart (with
+HTCondor 23.9 the starter sends SIGTERM for each, ignoring hold_kill_sig,
+and the job's status in the schedd changes only after the job has exited),
+so an instance that should keep its disk is stopped by request instead: the
+guest shuts down, the wrapper exits with EXIT_STOPPED, and the job's
+on_exit_hold puts it on hold with the disk kept for its next start.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import classad2
+import libvirt
+
+from condor_cloud import jobattrs as A
+from condor_cloud.addresses import discover, lease_file, libvirt_interfaces, neighbour_table
+from condor_cloud.chirp import Chirp
+from condor_cloud.domain import instance_domain
+from condor_cloud.errors import CloudError
+from condor_cloud.instance import InstanceFiles, InstanceSpec
+from condor_cloud.node import cleanup, instance_lock
+from condor_cloud.settings import Settings
+from condor_cloud.virt import connect, resolve_domain_type
+
+log = logging.getLogger("condor-cloud")
+
+TICK = 1.0               # how often the guest is checked
+REQUEST_POLL = 2.0       # how often the job ad is read for requests
+ADDRESS_RECHECK = 30.0   # how often a known address is checked again
+
+
+class Wrapper:
+    def __init__(self, spec: InstanceSpec, files: InstanceFiles, settings: Settings,
+                 chirp: Chirp, machine: str):
+        self.spec, self.files, self.settings = spec, files, settings
+        self.chirp, self.machine = chirp, machine
+        self.conn: libvirt.virConnect | None = None
+        self.dom: libvirt.virDomain | None = None
+        self.signalled = False
+        self.shutdown_keep: bool | None = None  # set once a shutdown has begun
+        self.shutdown_deadline = 0.0
+        self.addresses: list[str] = []
+
+    # -- reporting -------------------------------------------------------
+    def report(self, attr: str, value) -> None:
+        """Set a job attribute; a failure is logged and the instance goes on."""
+        try:
+            self.chirp.set(attr, value)
+        except OSError as e:
+            log.warning("could not set %s: %s", attr, e)
+
+    # -- libvirt -----------------------------------------------------------
+    def _reconnect(self) -> None:
+        log.info("reconnecting to libvirt at %s", self.settings.libvirt_uri)
+        self.conn = connect(self.settings.libvirt_uri, attempts=60)
+        self.dom = self.conn.lookupByName(self.spec.domain_name)
+
+    def guest_running(self) -> bool:
+        for _ in range(2):
+            try:
+                return bool(self.dom.isActive())
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return False
+                try:
+                    self._reconnect()
+                except libvirt.libvirtError:
+                    return False
+        return False
+
+    def start(self) -> None:
+        self.conn = connect(self.settings.libvirt_uri)
+        domain = instance_domain(
+            name=self.spec.domain_name,
+            domain_type=resolve_domain_type(self.conn, self.settings.domain_type),
+            memory_mib=self.spec.memory_mib, vcpus=self.spec.vcpus,
+            disk=str(self.files.disk), bridge=self.settings.bridge, mac=self.spec.mac,
+            console_log=str(self.files.console_log))
+        try:
+            self.dom = self.conn.createXML(domain.to_xml(), 0)
+        except libvirt.libvirtError as e:
+            raise CloudError(f"libvirt could not start the guest: {e.get_error_message()}") from None
+        log.info("instance %s: started domain %s (%s)", self.spec.key, self.spec.domain_name, domain.type)
+
+    # -- lifecycle ---------------------------------------------------------
+    def begin_shutdown(self, keep_disk: bool) -> None:
+        if self.shutdown_keep is not None:
+            return
+        if keep_disk:
+            self.files.keep_disk.touch()
+        self.shutdown_keep = keep_disk
+        self.shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout
+        log.info("instance %s: ACPI shutdown (%s the disk)", self.spec.key, "keeping" if keep_disk else "dropping")
+        self.report(A.VM_STATE, A.STOPPING)
+        try:
+            self.dom.shutdown()
+        except libvirt.libvirtError as e:
+            log.warning("ACPI shutdown failed (%s); destroying", e)
+            self.destroy()
+
+    def destroy(self) -> None:
+        try:
+            self.dom.destroy()
+        except libvirt.libvirtError as e:
+            log.warning("destroy failed: %s", e)
+
+    def carry_out(self, action: str | None) -> None:
+        log.info("instance %s: request %r", self.spec.key, action)
+        if action == "stop":
+            self.begin_shutdown(keep_disk=True)
+        elif action == "reboot":
+            try:
+                self.dom.reboot(0)
+            except libvirt.libvirtError as e:
+                log.warning("reboot failed: %s", e)
+        else:
+            log.warning("ignoring unknown request %r", action)
+
+    def check_requests(self, last: int) -> int:
+        try:
+            request = self.chirp.get(A.REQUEST_ID)
+            if isinstance(request, int) and request > last:
+                self.carry_out(self.chirp.get(A.REQUESTED_ACTION))
+                return request
+        except OSError as e:
+            log.warning("could not read requests: %s", e)
+        return last
+
+    def check_addresses(self) -> None:
+        sources = {"leases": lease_file(self.settings.dhcp_leases),
+                   "neighbours": neighbour_table(),
+                   "libvirt": libvirt_interfaces(self.dom)}
+        found = discover(self.spec.mac, [sources[s] for s in self.settings.address_sources if s in sources])
+        if found and found != self.addresses:
+            self.addresses = found
+            log.info("instance %s: guest address %s", self.spec.key, ", ".join(found))
+            self.report(A.ADDRESSES, ",".join(found))
+
+    def run(self) -> int:
+        def on_signal(_signum, _frame):
+            self.signalled = True
+        signal.signal(signal.SIGTERM, on_signal)
+
+        self.start()
+        self.report(A.DOMAIN, self.spec.domain_name)
+        self.report(A.DISK_NODE, self.machine)
+        self.report(A.VM_STATE, A.RUNNING)
+        try:
+            last_request = self.chirp.get(A.REQUEST_ID) or 0  # earlier requests were handled before
+        except OSError:
+            last_request = 0
+        next_request_poll = next_address_check = 0.0
+        while True:
+            if self.signalled and self.shutdown_keep is None:
+                self.begin_shutdown(keep_disk=False)
+            if not self.guest_running():
+                break
+            now = time.monotonic()
+            if now >= next_address_check:
+                self.check_addresses()
+                next_address_check = now + (ADDRESS_RECHECK if self.addresses else TICK)
+            if now >= next_request_poll:
+                last_request = self.check_requests(last_request)
+                next_request_poll = now + REQUEST_POLL
+            if self.shutdown_keep is not None and now > self.shutdown_deadline:
+                log.info("instance %s: guest did not power off in %ss; destroying",
+                         self.spec.key, self.settings.shutdown_timeout)
+                self.destroy()
+            time.sleep(TICK)
+        log.info("instance %s: guest is off", self.spec.key)
+        self.report(A.VM_STATE, A.STOPPED)
+        return A.EXIT_STOPPED if self.shutdown_keep else 0
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s condor-cloud vm-wrapper: %(message)s")
+    chirp = Chirp.from_condor()
+    try:
+        settings = Settings.from_condor()
+        ad = classad2.parseOne(Path(os.environ["_CONDOR_JOB_AD"]).read_text())
+        machine_ad = classad2.parseOne(Path(os.environ["_CONDOR_MACHINE_AD"]).read_text())
+        spec = InstanceSpec.from_ad(ad)
+        files = InstanceFiles.of(settings.instances, spec.key)
+        with instance_lock(files):
+            try:
+                return Wrapper(spec, files, settings, chirp, str(machine_ad.get("Machine", ""))).run()
+            finally:
+                cleanup(spec.key, settings)
+    except (CloudError, ValueError, KeyError, OSError) as e:
+        log.error("%s", e)
+        try:
+            chirp.set(A.ERROR, str(e))
+        except OSError:
+            pass
+        return A.EXIT_FAILED

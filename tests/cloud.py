@@ -1,0 +1,109 @@
+"""Submitting instance jobs and watching them, for the integration tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import requests
+
+from condor_cloud.instance import InstanceFiles, instance_key
+from condor_cloud.submit import instance_description, new_mac
+from harness import Testbed, wait_for
+
+WRAPPER = "/usr/libexec/condor-cloud/vm-wrapper"
+INSTANCES = "/var/lib/condor-cloud/instances"
+CACHE = "/var/lib/condor-cloud/local_cache"
+HELD, RUNNING, REMOVED = 5, 2, 3
+
+
+class Instances:
+    """Submits instance jobs as the API does; removes what is left at the end."""
+
+    def __init__(self, testbed: Testbed, schedd):
+        self.testbed, self.schedd = testbed, schedd
+        self.clusters: list[int] = []
+
+    def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256) -> int:
+        import htcondor2
+        desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(),
+                                    name=f"test-{uuid.uuid4().hex[:6]}", wrapper=WRAPPER)
+        if on_host:
+            desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
+        cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
+        self.clusters.append(cluster)
+        return cluster
+
+    def ad(self, cluster: int) -> dict | None:
+        ads = self.schedd.query(f"ClusterId == {cluster}", [])
+        return dict(ads[0]) if ads else None
+
+    def wait(self, cluster: int, condition, what: str, timeout: float = 90) -> dict:
+        def check():
+            ad = self.ad(cluster)
+            return ad if ad is not None and condition(ad) else None
+        return wait_for(check, timeout, f"job {cluster}: {what}")
+
+    def wait_gone(self, cluster: int, timeout: float = 60) -> None:
+        wait_for(lambda: self.ad(cluster) is None, timeout, f"job {cluster} to leave the queue")
+
+    def wait_address(self, cluster: int, timeout: float = 90) -> dict:
+        return self.wait(cluster, lambda ad: ad.get("CloudAddresses"), "the guest's address", timeout)
+
+    def act(self, action: str, cluster: int, reason: str = "test") -> None:
+        import htcondor2
+        self.schedd.act(getattr(htcondor2.JobAction, action), f"ClusterId == {cluster}", reason=(reason, 0))
+
+    def request(self, cluster: int, action: str) -> None:
+        """Ask the running instance for ACTION through its job ad, as the API does."""
+        import htcondor2
+        ad = self.ad(cluster)
+        edit = {"CloudRequestedAction": f'"{action}"', "CloudRequestId": str(int(ad.get("CloudRequestId", 0)) + 1)}
+        for attr, value in edit.items():  # SetDirty: the schedd forwards the edit to the running job
+            self.schedd.edit(f"ClusterId == {cluster}", attr, value, flags=htcondor2.TransactionFlag.SetDirty)
+
+    def files(self, ad: dict) -> tuple[str, InstanceFiles]:
+        """The node running (or last running) the job, and the instance's files there."""
+        node = ad["CloudDiskNode"].split(".")[0]
+        key = instance_key(ad["GlobalJobId"])
+        return node, InstanceFiles(self.testbed.path(node, f"{INSTANCES}/{key}"))
+
+    def remove_all(self) -> None:
+        import htcondor2
+        if self.clusters:
+            self.schedd.act(htcondor2.JobAction.Remove, " || ".join(f"ClusterId == {c}" for c in self.clusters))
+            for c in self.clusters:
+                wait_for(lambda: self.ad(c) is None or self.ad(c)["JobStatus"] == REMOVED, 120, "removal")
+
+
+def guest_page(address: str) -> str | None:
+    try:
+        return requests.get(f"http://{address}/", timeout=2).text
+    except requests.RequestException:
+        return None
+
+
+def wait_page(address: str, contains: str, timeout: float = 60) -> str:
+    return wait_for(lambda: (p := guest_page(address)) and contains in p and p, timeout,
+                    f"the guest at {address} to serve {contains!r}")
+
+
+def publish_image(testbed: Testbed, name: str) -> None:
+    """Publish a copy of the test guest as NAME, the way admins do."""
+    shared = testbed.state / "shared_images"
+    shutil.copyfile(testbed.guest_image, shared / "staging" / name)
+    os.rename(shared / "staging" / name, shared / name)
+
+
+def holders_of(inner_path: str) -> list[int]:
+    """PIDs of processes that have INNER_PATH (a path inside a testbed host) open."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if any(os.readlink(fd).endswith(inner_path) for fd in (proc / "fd").iterdir()):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids

@@ -1,0 +1,213 @@
+"""Instances on the nodes: image cache, disks, the VM wrapper, addresses, lifecycle."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cloud import (CACHE, HELD, INSTANCES, Instances, guest_page, holders_of, publish_image,
+                   wait_page)
+from condor_cloud.instance import instance_key
+from harness import Testbed, wait_for
+
+
+@pytest.fixture(scope="module")
+def instances(testbed: Testbed, schedd):
+    inst = Instances(testbed, schedd)
+    yield inst
+    inst.remove_all()
+
+
+# -- a running instance ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def running(instances: Instances):
+    """An instance of the test guest, up to the point its address is in the job ad."""
+    cluster = instances.submit()
+    ad = instances.wait_address(cluster)
+    seen = time.time()
+    return cluster, ad, seen
+
+
+def test_the_guest_address_reaches_the_job_ad_soon_after_boot(running):
+    _, ad, seen = running
+    # The guest needs about 9 s to boot under TCG; allow a few seconds more.
+    assert seen - ad["JobCurrentStartExecutingDate"] < 25
+
+
+def test_the_address_is_the_guests_dhcp_address_on_the_lan(running):
+    assert running[1]["CloudAddresses"].startswith("198.18.0.")
+
+
+def test_the_guest_answers_http_at_the_reported_address(running):
+    wait_page(running[1]["CloudAddresses"], "condor-cloud test guest")
+
+
+def test_the_job_ad_names_node_domain_and_state(instances: Instances, running):
+    ad = instances.ad(running[0])
+    assert ad["CloudVMState"] == "RUNNING"
+    assert ad["CloudDiskNode"] == ad["RemoteHost"].split("@")[1]
+    assert ad["CloudDomain"] == "condor-cloud-" + instance_key(ad["GlobalJobId"])
+
+
+def test_the_domain_is_on_the_bridge_with_the_instance_mac(instances, running, libvirt_conns):
+    ad = instances.ad(running[0])
+    node, files = instances.files(ad)
+    dom = ET.fromstring(libvirt_conns[node].lookupByName(ad["CloudDomain"]).XMLDesc())
+    nic = dom.find("devices/interface")
+    assert nic.find("source").get("bridge") == "br0"
+    assert nic.find("mac").get("address") == ad["CloudMAC"]
+    assert dom.find("devices/disk/source").get("file") == f"{INSTANCES}/{files.dir.name}/disk.qcow2"
+
+
+def test_the_instance_disk_is_an_overlay_readable_by_its_owner_only(instances, running):
+    node, files = instances.files(instances.ad(running[0]))
+    assert files.disk.stat().st_mode & 0o777 == 0o600
+    assert files.image_id() == "tiny.img"
+
+
+def test_the_wrapper_logs_the_console_to_a_file(instances, running):
+    node, files = instances.files(instances.ad(running[0]))
+    wait_for(lambda: "condor-cloud guest: address" in files.console_log.read_text(errors="replace"),
+             30, "the guest's console log")
+
+
+# -- removal -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def removed(instances: Instances, running, libvirt_conns):
+    cluster, ad, _ = running
+    node, files = instances.files(instances.ad(cluster))
+    instances.act("Remove", cluster)
+    instances.wait_gone(cluster)
+    return node, files, ad
+
+
+def test_condor_rm_leaves_no_domain(removed, libvirt_conns):
+    node, files, ad = removed
+    names = [d.name() for d in libvirt_conns[node].listAllDomains()]
+    assert not [n for n in names if files.dir.name in n]
+
+
+def test_condor_rm_removes_the_instance_disk(removed):
+    assert not removed[1].dir.exists()
+
+
+# -- the image cache -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fresh_image(testbed: Testbed) -> str:
+    name = f"fresh-{uuid.uuid4().hex[:8]}.img"
+    publish_image(testbed, name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def two_at_once(instances: Instances, fresh_image: str):
+    """Two instances of an uncached image started together on node1."""
+    clusters = [instances.submit(fresh_image, on_host="node1") for _ in range(2)]
+    ads = [instances.wait_address(c) for c in clusters]
+    return clusters, ads
+
+
+def test_two_jobs_of_an_uncached_image_make_one_cache_copy(testbed, two_at_once, fresh_image):
+    log = testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
+    assert len([line for line in log if line.split()[1] == fresh_image]) == 1
+
+
+def test_both_guests_boot_from_that_one_copy(testbed, two_at_once):
+    for ad in two_at_once[1]:
+        wait_page(ad["CloudAddresses"], "boots 1")
+
+
+def test_a_job_goes_to_the_node_that_caches_its_image(instances, testbed, two_at_once, fresh_image, collector):
+    import htcondor2
+
+    def advertised():
+        ads = collector.query(htcondor2.AdType.Startd, f'Machine == "{testbed.fqdn("node1")}"',
+                              ["CloudCachedImages"])
+        return any(fresh_image in (ad.get("CloudCachedImages") or []) for ad in ads)
+    wait_for(advertised, 60, "node1 to advertise the cached image")
+    for cluster in two_at_once[0]:
+        instances.act("Remove", cluster)
+    cluster = instances.submit(fresh_image)
+    ad = instances.wait(cluster, lambda ad: ad.get("RemoteHost"), "a node", timeout=60)
+    assert ad["RemoteHost"].endswith("@" + testbed.fqdn("node1"))
+
+
+# -- faults and lifecycle ----------------------------------------------------------------
+
+def test_a_missing_image_holds_the_job_with_a_reason(instances: Instances):
+    cluster = instances.submit("no-such-image.img")
+    ad = instances.wait(cluster, lambda ad: ad["JobStatus"] == HELD, "hold", timeout=60)
+    assert "no-such-image.img" in ad["HoldReason"] and "shared_images" in ad["HoldReason"]
+
+
+def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvirt_conns):
+    cluster = instances.submit(on_host="node1")
+    ad = instances.wait_address(cluster)
+    node, files = instances.files(ad)
+    lock = f"{INSTANCES}/{files.dir.name}/wrapper.lock"
+    wrappers = holders_of(lock)
+    assert len(wrappers) == 1
+    os.kill(wrappers[0], signal.SIGKILL)
+    conn = libvirt_conns[node]
+    wait_for(lambda: ad["CloudDomain"] not in [d.name() for d in conn.listAllDomains()], 60,
+             "the orphan domain to go")
+
+
+@pytest.fixture(scope="module")
+def stopped_by_request(instances: Instances):
+    """An instance rebooted, then stopped, through requests in its job ad; then released."""
+    cluster = instances.submit(on_host="node1")
+    ad = instances.wait_address(cluster)
+    wait_page(ad["CloudAddresses"], "boots 1")
+    instances.request(cluster, "reboot")
+    rebooted = wait_page(ad["CloudAddresses"], "boots 2", 90)
+    instances.request(cluster, "stop")
+    held = instances.wait(cluster, lambda a: a["JobStatus"] == HELD, "the stop to hold the job", timeout=120)
+    node, files = instances.files(ad)
+    disk_kept = files.disk.exists()
+    domain_left = ad["CloudDomain"] in [d.name() for d in _domains(instances, node)]
+    instances.act("Release", cluster)
+    again = instances.wait(cluster, lambda a: a["JobStatus"] == 2 and a.get("CloudVMState") == "RUNNING",
+                           "running again", timeout=120)
+    return ad, rebooted, held, disk_kept, domain_left, again
+
+
+def _domains(instances: Instances, node: str):
+    import libvirt
+    conn = libvirt.open(instances.testbed.libvirt_uri(node))
+    try:
+        return conn.listAllDomains()
+    finally:
+        conn.close()
+
+
+def test_a_reboot_request_reboots_the_guest_with_its_disk(stopped_by_request):
+    assert "boots 2" in stopped_by_request[1]
+
+
+def test_a_stop_request_shuts_the_guest_down_and_holds_the_job(stopped_by_request):
+    held = stopped_by_request[2]
+    assert held["HoldReasonSubCode"] == 1
+    assert "Stopped" in held["HoldReason"]
+
+
+def test_a_stopped_instance_keeps_its_disk_and_no_domain(stopped_by_request):
+    assert stopped_by_request[3]
+    assert not stopped_by_request[4]
+
+
+def test_a_released_instance_runs_again_on_the_node_with_its_disk(stopped_by_request):
+    ad, again = stopped_by_request[0], stopped_by_request[5]
+    assert again["RemoteHost"].split("@")[1] == ad["CloudDiskNode"]
+
+
+def test_a_released_instance_boots_again_from_the_same_disk(stopped_by_request):
+    # Boot 1, the reboot, then this start.
+    wait_page(stopped_by_request[0]["CloudAddresses"], "boots 3", 90)
