@@ -33,6 +33,17 @@ MASTER_ADDR=$LAN_PREFIX.2
 # names the checkout whose testbed owns them.
 OWNER_FILE=/run/condor-cloud-testbed.owner
 
+# The state directory of another checkout whose testbed is running here, if any
+# (a testbed whose processes are all gone, say after a reboot, does not count).
+other_owner() {
+  local owner pidfile
+  owner=$(cat "$OWNER_FILE" 2>/dev/null || true)
+  [ -n "$owner" ] && [ "$owner" != "$STATE_DIR" ] || return 0
+  for pidfile in "$owner"/hosts/*/keeper.pid; do
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then echo "$owner"; return 0; fi
+  done
+}
+
 host_field() { # host_field "name:addr:role" N
   local IFS=:
   # shellcheck disable=SC2206
