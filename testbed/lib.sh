@@ -79,15 +79,21 @@ in_chroot() {
   ' in_chroot "$dir" "$@"
 }
 
-# Run a command inside host NAME: its network, mount and UTS namespaces,
-# chrooted into its root.
-in_host() {
-  local name=$1; shift
+# The command prefix that runs a command inside host NAME: its network,
+# mount and UTS namespaces, chrooted into its root, with a clean environment.
+# (Exec'd directly, so a background job's $! is the command's own pid.)
+host_prefix() {
+  local name=$1
   local pid; pid=$(keeper_pid "$name") || die "host $name is not up (make testbed-up)"
   pid_alive "$pid" || die "host $name is not up (make testbed-up)"
-  nsenter -t "$pid" -m -u -n -- chroot "$(node_state "$name")/root" \
-    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    TERM="${TERM:-dumb}" LANG=C.UTF-8 "$@"
+  HOST_PREFIX=(nsenter -t "$pid" -m -u -n -- chroot "$(node_state "$name")/root"
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+    TERM="${TERM:-dumb}" LANG=C.UTF-8)
+}
+
+in_host() {
+  host_prefix "$1"; shift
+  "${HOST_PREFIX[@]}" "$@"
 }
 
 # Host NAME's root directory as seen from outside its mount namespace.

@@ -31,6 +31,19 @@ class Settings:
     address_sources: tuple[str, ...] = ("leases", "neighbours", "libvirt")
     dhcp_leases: Path = Path("/var/lib/misc/dnsmasq.leases")
 
+    # -- the master: the API -------------------------------------------------
+    # The VM wrapper's path on the nodes.
+    wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
+    api_address: str = "127.0.0.1"
+    api_port: int = 3002
+    # "user:password" lines; must be readable by the API's user only.
+    api_credentials: Path = Path("/etc/condor-cloud/api-credentials")
+    # name:memory_mib:cpus, comma separated; memory and cpus are a number
+    # (fixed), FIRST-LAST (a range) or A|B|C (a choice).
+    hardware_profiles: str = "small:512:1, medium:1024:2, large:2048:4"
+    # Largest user_data accepted, in base64 characters.
+    user_data_limit: int = 65535
+
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> Settings:
         """Settings from config knobs named CONDOR_CLOUD_<FIELD> (upper case)."""

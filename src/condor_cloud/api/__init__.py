@@ -1,0 +1,1 @@
+"""The Deltacloud API (v1.1, the condor driver's subset) over HTCondor."""

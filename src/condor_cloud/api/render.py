@@ -1,0 +1,235 @@
+"""Deltacloud representations: XML as the Deltacloud server wrote it, and its v1.1 JSON."""
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from condor_cloud.api.backend import REALMS, Instance
+from condor_cloud.api.profiles import HardwareProfile
+from condor_cloud.api.states import STATES, TRANSITIONS
+from condor_cloud.images import Image
+
+API_VERSION = "1.1.0"
+DRIVER = "condor"
+ARCH = "x86_64"
+ACTION_METHODS = {"destroy": "delete"}
+
+# The collections of the entry point and the create features they offer.
+COLLECTIONS = {
+    "instances": {"user_data": ["user_data"], "user_name": ["name"]},
+    "hardware_profiles": {},
+    "images": {},
+    "realms": {},
+    "instance_states": {},
+    "drivers": {},
+}
+
+
+class Links:
+    def __init__(self, api: str):
+        self.api = api.rstrip("/")
+
+    def __call__(self, *parts: str) -> str:
+        return "/".join([self.api, *parts])
+
+    def action(self, instance_id: str, action: str) -> str:
+        return self("instances", instance_id) if action == "destroy" else self("instances", instance_id, action)
+
+
+def _sub(parent: ET.Element, tag: str, text: Any = None, **attrs: Any) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items() if v is not None})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def xml_document(el: ET.Element) -> str:
+    return "<?xml version='1.0' encoding='utf-8' ?>\n" + ET.tostring(el, encoding="unicode")
+
+
+# -- entry point --------------------------------------------------------------
+
+def api_xml(links: Links) -> ET.Element:
+    root = ET.Element("api", version=API_VERSION, driver=DRIVER)
+    for name, features in COLLECTIONS.items():
+        link = _sub(root, "link", rel=name, href=links(name))
+        for feature, params in features.items():
+            f = _sub(link, "feature", name=feature, rel="create")
+            for p in params:
+                _sub(f, "param", name=p)
+    return root
+
+
+def api_json(links: Links) -> dict:
+    return {"api": {"version": API_VERSION, "driver": DRIVER, "provider": "default", "links": [
+        {"rel": name, "href": links(name),
+         "features": [{"name": f, "rel": "create", "params": [{"name": p} for p in ps]}
+                      for f, ps in features.items()]}
+        for name, features in COLLECTIONS.items()]}}
+
+
+# -- hardware profiles -------------------------------------------------------------
+
+def profile_xml(p: HardwareProfile, links: Links) -> ET.Element:
+    el = ET.Element("hardware_profile", href=links("hardware_profiles", p.id), id=p.id)
+    _sub(el, "id", p.id)
+    _sub(el, "name", p.id)
+    _sub(el, "property", kind="fixed", name="architecture", unit="label", value=ARCH)
+    for prop in p.properties:
+        if prop.kind == "fixed":
+            _sub(el, "property", kind="fixed", name=prop.name, unit=prop.unit, value=prop.default)
+            continue
+        pe = _sub(el, "property", kind=prop.kind, name=prop.name, unit=prop.unit, value=prop.default)
+        _sub(pe, "param", operation="create", href=links("instances"), method="post", name=prop.param)
+        if prop.kind == "range":
+            _sub(pe, "range", first=prop.values[0], last=prop.values[1])
+        else:
+            enum = _sub(pe, "enum")
+            for v in prop.values:
+                _sub(enum, "entry", value=v)
+    return el
+
+
+def profile_json(p: HardwareProfile, links: Links) -> dict:
+    props = {"architecture": {"kind": "fixed", "unit": "label", "value": ARCH}}
+    for prop in p.properties:
+        entry: dict[str, Any] = {"kind": prop.kind, "unit": prop.unit, "default": prop.default}
+        if prop.kind == "fixed":
+            entry["value"] = prop.default
+        elif prop.kind == "range":
+            entry.update(first=prop.values[0], last=prop.values[1], param=prop.param)
+        else:
+            entry.update(values=list(prop.values), param=prop.param)
+        props[prop.name] = entry
+    return {"id": p.id, "href": links("hardware_profiles", p.id), "name": p.id, "properties": props}
+
+
+# -- realms ---------------------------------------------------------------------------
+
+def realm_xml(realm: str, links: Links) -> ET.Element:
+    el = ET.Element("realm", href=links("realms", realm), id=realm)
+    _sub(el, "name", realm)
+    _sub(el, "state", "AVAILABLE")
+    return el
+
+
+def realm_json(realm: str, links: Links) -> dict:
+    return {"id": realm, "href": links("realms", realm), "name": realm, "state": "AVAILABLE", "limit": ""}
+
+
+# -- images ------------------------------------------------------------------------------
+
+def _image_fields(image: Image) -> dict:
+    return {"name": image.id, "description": f"{image.format} disk image, {image.size >> 20} MiB",
+            "owner": "admin", "architecture": ARCH, "state": "AVAILABLE",
+            "creation_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.mtime_ns // 10**9))}
+
+
+def image_xml(image: Image, links: Links, profiles: list[str]) -> ET.Element:
+    f = _image_fields(image)
+    el = ET.Element("image", href=links("images", image.id), id=image.id)
+    for tag in ("name", "description"):
+        _sub(el, tag, f[tag])
+    _sub(el, "owner_id", f["owner"])
+    for tag in ("architecture", "state", "creation_time"):
+        _sub(el, tag, f[tag])
+    hwps = _sub(el, "hardware_profiles")
+    for p in profiles:
+        _sub(hwps, "hardware_profile", href=links("hardware_profiles", p), id=p, rel="hardware_profile")
+    _sub(el, "root_type", "transient")
+    actions = _sub(el, "actions")
+    _sub(actions, "link", rel="create_instance", method="post", href=f"{links('instances')};image_id={image.id}")
+    return el
+
+
+def image_json(image: Image, links: Links, profiles: list[str]) -> dict:
+    return {"id": image.id, "href": links("images", image.id), **_image_fields(image), "root_type": "transient",
+            "hardware_profiles": [{"id": p, "href": links("hardware_profiles", p), "rel": "hardware_profile"}
+                                  for p in profiles]}
+
+
+# -- instances ------------------------------------------------------------------------------
+
+def _launch_time(instance: Instance) -> str | None:
+    t = instance.launch_time
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+
+
+def instance_xml(i: Instance, links: Links) -> ET.Element:
+    ad = i.ad
+    el = ET.Element("instance", href=links("instances", i.id), id=i.id)
+    _sub(el, "name", ad.get("CloudName") or i.id)
+    _sub(el, "owner_id", ad.get("CloudOwner") or "")
+    _sub(el, "image", href=links("images", ad.get("CloudImage", "")), id=ad.get("CloudImage", ""))
+    _sub(el, "realm", href=links("realms", ad.get("CloudRealm") or REALMS[0]), id=ad.get("CloudRealm") or REALMS[0])
+    _sub(el, "state", i.state)
+    hwp = ad.get("CloudHardwareProfile") or ""
+    hp = _sub(el, "hardware_profile", id=hwp, href=links("hardware_profiles", hwp))
+    _sub(hp, "property", kind="fixed", name="memory", value=ad.get("RequestMemory"), unit="MB")
+    _sub(hp, "property", kind="fixed", name="cpu", value=ad.get("RequestCpus"), unit="count")
+    actions = _sub(el, "actions")
+    for a in i.actions:
+        _sub(actions, "link", rel=a, method=ACTION_METHODS.get(a, "post"), href=links.action(i.id, a))
+    if _launch_time(i):
+        _sub(el, "launch_time", _launch_time(i))
+    pub = _sub(el, "public_addresses")
+    for addr in i.addresses:
+        _sub(pub, "address", addr, type="ipv4")
+    _sub(el, "private_addresses")
+    return el
+
+
+def instance_json(i: Instance, links: Links) -> dict:
+    ad = i.ad
+    hwp = ad.get("CloudHardwareProfile") or ""
+    realm = ad.get("CloudRealm") or REALMS[0]
+    out = {
+        "id": i.id, "href": links("instances", i.id), "name": ad.get("CloudName") or i.id,
+        "state": i.state, "owner": ad.get("CloudOwner") or "",
+        "image": {"href": links("images", ad.get("CloudImage", "")), "id": ad.get("CloudImage", ""), "rel": "image"},
+        "realm": {"href": links("realms", realm), "id": realm, "rel": "realm"},
+        "actions": [{"href": links.action(i.id, a), "rel": a, "method": ACTION_METHODS.get(a, "post")}
+                    for a in i.actions],
+        "hardware_profile": {"id": hwp, "href": links("hardware_profiles", hwp), "rel": "hardware_profile",
+                             "properties": {"memory": ad.get("RequestMemory"), "cpu": ad.get("RequestCpus")}},
+        "public_addresses": [{"address": a, "type": "ipv4"} for a in i.addresses],
+        "private_addresses": [],
+    }
+    if _launch_time(i):
+        out["create_time"] = _launch_time(i)
+    return out
+
+
+# -- instance states ---------------------------------------------------------------------------
+
+def states_xml() -> ET.Element:
+    root = ET.Element("states")
+    for state in STATES:
+        el = _sub(root, "state", name=state)
+        for src, dest, action in TRANSITIONS:
+            if src == state:
+                if action:
+                    _sub(el, "transition", to=dest, action=action)
+                else:
+                    _sub(el, "transition", to=dest, auto="true")
+    return root
+
+
+def states_json() -> list:
+    return [{"name": s, "transitions": [{"to": d, "action": a} if a else {"to": d, "auto": "true"}
+                                        for src, d, a in TRANSITIONS if src == s]} for s in STATES]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+def error_xml(status: int, message: str, url: str) -> ET.Element:
+    el = ET.Element("error", status=str(status), url=url)
+    _sub(el, "backend", driver=DRIVER, provider="default")
+    _sub(el, "code", status)
+    _sub(el, "message", message)
+    return el
+
+
+def error_json(status: int, message: str) -> dict:
+    return {"code": status, "message": message, "error": message}

@@ -1,0 +1,40 @@
+"""Instance states, derived from the job status and the VM state the node reports."""
+from __future__ import annotations
+
+from condor_cloud import jobattrs as A
+
+PENDING, RUNNING, STOPPING, STOPPED, FINISH = "PENDING", "RUNNING", "STOPPING", "STOPPED", "FINISH"
+IDLE, JOB_RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
+
+# The state machine clients see at /api/instance_states: (from, to, action or None=automatic).
+TRANSITIONS = [
+    ("start", PENDING, None),
+    (PENDING, RUNNING, None),
+    (PENDING, FINISH, "destroy"),
+    (RUNNING, RUNNING, "reboot"),
+    (RUNNING, STOPPING, "stop"),
+    (RUNNING, FINISH, "destroy"),
+    (STOPPING, STOPPED, None),
+    (STOPPING, FINISH, "destroy"),
+    (STOPPED, PENDING, "start"),
+    (STOPPED, FINISH, "destroy"),
+    (FINISH, "finish", None),
+]
+STATES = ["start", PENDING, RUNNING, STOPPING, STOPPED, FINISH, "finish"]
+
+
+def instance_state(ad: dict) -> str:
+    status = ad.get("JobStatus")
+    if status in (REMOVED, COMPLETED):
+        return FINISH
+    if status == HELD:
+        return STOPPED
+    if status in (JOB_RUNNING, TRANSFERRING, SUSPENDED):
+        if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or ad.get(A.REQUESTED_ACTION) == "stop":
+            return STOPPING
+        return RUNNING if ad.get(A.VM_STATE) == A.RUNNING else PENDING
+    return PENDING
+
+
+def allowed_actions(state: str) -> list[str]:
+    return [action for src, _, action in TRANSITIONS if src == state and action]
