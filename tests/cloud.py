@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from condor_cloud.instance import InstanceFiles, instance_key
+from condor_cloud.jobattrs import parse_request
 from condor_cloud.submit import instance_description, new_mac
 from harness import Testbed, wait_for
 
@@ -58,10 +59,10 @@ class Instances:
     def request(self, cluster: int, action: str) -> None:
         """Ask the running instance for ACTION through its job ad, as the API does."""
         import htcondor2
-        ad = self.ad(cluster)
-        edit = {"CloudRequestedAction": f'"{action}"', "CloudRequestId": str(int(ad.get("CloudRequestId", 0)) + 1)}
-        for attr, value in edit.items():  # SetDirty: the schedd forwards the edit to the running job
-            self.schedd.edit(f"ClusterId == {cluster}", attr, value, flags=htcondor2.TransactionFlag.SetDirty)
+        serial, _ = parse_request(self.ad(cluster).get("CloudRequest"))
+        # One edit; SetDirty: the schedd forwards it to the running job.
+        self.schedd.edit(f"ClusterId == {cluster}", "CloudRequest", f'"{serial + 1}:{action}"',
+                         flags=htcondor2.TransactionFlag.SetDirty)
 
     def files(self, ad: dict) -> tuple[str, InstanceFiles]:
         """The node running (or last running) the job, and the instance's files there."""

@@ -13,11 +13,12 @@ Set at submit (by the API or CLI):
   RequestMemory     int     guest memory, MiB
   RequestCpus       int     guest vCPUs
 
-Requests, changed with Schedd.edit while the instance runs:
-  CloudRequestedAction string  "stop" (ACPI shutdown, then hold with the disk kept)
-                               or "reboot"
-  CloudRequestId    int     incremented with every request; the wrapper carries
-                            out each id once
+Requests, changed with one Schedd.edit (flag SetDirty, so the schedd forwards
+it to the running job) while the instance runs:
+  CloudRequest      string  "SERIAL:ACTION", ACTION "stop" (ACPI shutdown, then
+                            hold with the disk kept) or "reboot"; SERIAL grows
+                            with every request and the wrapper carries out each
+                            serial once. One attribute, so a request is one edit.
 
 Reported by the node (chirp):
   CloudVMState      string  STARTING, RUNNING, STOPPING, STOPPED
@@ -35,8 +36,7 @@ HARDWARE_PROFILE = "CloudHardwareProfile"
 REALM = "CloudRealm"
 MEMORY = "RequestMemory"
 CPUS = "RequestCpus"
-REQUESTED_ACTION = "CloudRequestedAction"
-REQUEST_ID = "CloudRequestId"
+REQUEST = "CloudRequest"
 VM_STATE = "CloudVMState"
 ADDRESSES = "CloudAddresses"
 DISK_NODE = "CloudDiskNode"
@@ -55,3 +55,13 @@ STARTING, RUNNING, STOPPING, STOPPED = "STARTING", "RUNNING", "STOPPING", "STOPP
 EXIT_FAILED = 4
 FAILED_HOLD_SUBCODE = 2
 ERROR = "CloudError"
+
+
+def parse_request(value: object) -> tuple[int, str]:
+    """CloudRequest's (serial, action); (0, "") when there is none or it is malformed."""
+    serial, _, action = str(value or "").partition(":")
+    return (int(serial), action) if serial.isdigit() else (0, "")
+
+
+def request_value(serial: int, action: str) -> str:
+    return f"{serial}:{action}"

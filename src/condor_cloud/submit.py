@@ -45,7 +45,6 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         f"My.{A.USER_DATA}": submit_string(user_data),
         f"My.{A.HARDWARE_PROFILE}": submit_string(hardware_profile),
         f"My.{A.REALM}": submit_string(realm),
-        f"My.{A.REQUEST_ID}": "0",
         # Nodes that run condor-cloud and have a working libvirt; a stopped
         # instance starts again on the node that holds its disk.
         "requirements": (f"TARGET.HasCondorCloud =?= true && TARGET.CloudLibvirtOK =!= false && "

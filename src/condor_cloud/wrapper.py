@@ -131,13 +131,15 @@ class Wrapper:
             log.warning("ignoring unknown request %r", action)
 
     def check_requests(self, last: int) -> int:
+        """Carry out a request newer than serial LAST; the newest serial seen."""
         try:
-            request = self.chirp.get(A.REQUEST_ID)
-            if isinstance(request, int) and request > last:
-                self.carry_out(self.chirp.get(A.REQUESTED_ACTION))
-                return request
+            serial, action = A.parse_request(self.chirp.get(A.REQUEST))
         except OSError as e:
             log.warning("could not read requests: %s", e)
+            return last
+        if serial > last:
+            self.carry_out(action)
+            return serial
         return last
 
     def check_addresses(self) -> None:
@@ -155,14 +157,14 @@ class Wrapper:
             self.signalled = True
         signal.signal(signal.SIGTERM, on_signal)
 
+        try:  # requests made before this run were carried out by an earlier one
+            last_request, _ = A.parse_request(self.chirp.get(A.REQUEST))
+        except OSError:
+            last_request = 0
         self.start()
         self.report(A.DOMAIN, self.spec.domain_name)
         self.report(A.DISK_NODE, self.machine)
         self.report(A.VM_STATE, A.RUNNING)
-        try:
-            last_request = self.chirp.get(A.REQUEST_ID) or 0  # earlier requests were handled before
-        except OSError:
-            last_request = 0
         next_request_poll = next_address_check = 0.0
         while True:
             if self.signalled and self.shutdown_keep is None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import classad2
 import htcondor2
 
 from condor_cloud import jobattrs as A
@@ -22,7 +23,7 @@ OWNER = "CloudOwner"
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUESTED_ACTION, A.REQUEST_ID, A.DISK_NODE]
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE]
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
 
@@ -169,19 +170,16 @@ class Backend:
                                                               reason=("Destroyed through the API", 0)))
             self._changed()
             return None
+        serial, _ = A.parse_request(instance.ad.get(A.REQUEST))
         if action == "start":
-            def start(s):
-                s.edit(constraint, A.REQUESTED_ACTION, '""')
+            def start(s):  # the stop request is done: keep its serial, drop its action
+                s.edit(constraint, A.REQUEST, classad2.quote(A.request_value(serial, "")))
                 s.act(htcondor2.JobAction.Release, constraint)
             self._call("start the instance", start)
         else:  # stop, reboot: a request the node's wrapper carries out
-            request_id = int(instance.ad.get(A.REQUEST_ID) or 0) + 1
-
-            def request(s):
-                flags = htcondor2.TransactionFlag.SetDirty  # forwarded to the running job
-                s.edit(constraint, A.REQUESTED_ACTION, f'"{action}"', flags=flags)
-                s.edit(constraint, A.REQUEST_ID, str(request_id), flags=flags)
-            self._call(f"{action} the instance", request)
+            value = classad2.quote(A.request_value(serial + 1, action))
+            self._call(f"{action} the instance", lambda s: s.edit(
+                constraint, A.REQUEST, value, flags=htcondor2.TransactionFlag.SetDirty))
         self._changed()
         return self.instance(iid)
 

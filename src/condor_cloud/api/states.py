@@ -30,7 +30,7 @@ def instance_state(ad: dict) -> str:
     if status == HELD:
         return STOPPED
     if status in (JOB_RUNNING, TRANSFERRING, SUSPENDED):
-        if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or ad.get(A.REQUESTED_ACTION) == "stop":
+        if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or A.parse_request(ad.get(A.REQUEST))[1] == "stop":
             return STOPPING
         return RUNNING if ad.get(A.VM_STATE) == A.RUNNING else PENDING
     return PENDING

@@ -1,0 +1,91 @@
+"""Hardware profiles, instance states and credentials, each on its own."""
+import base64
+import os
+
+import pytest
+
+from condor_cloud.api.auth import Credentials
+from condor_cloud.api.profiles import ParameterError, parse_profiles
+from condor_cloud.api.states import (FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
+                                     instance_state)
+from condor_cloud.errors import CloudError
+
+
+def test_profiles_parse_fixed_range_and_enum():
+    p = parse_profiles("small:512:1, flex:256-2048:1|2|4")
+    assert p["small"].memory.kind == "fixed" and p["small"].memory.default == 512
+    assert p["flex"].memory.kind == "range" and p["flex"].memory.values == (256, 2048)
+    assert p["flex"].cpu.kind == "enum" and p["flex"].cpu.values == (1, 2, 4)
+
+
+def test_overrides_are_checked_against_the_profile():
+    flex = parse_profiles("flex:256-2048:1|2|4")["flex"]
+    assert flex.memory.accept("1000") == 1000
+    assert flex.memory.accept(None) == 256
+    for raw in ("4096", "abc", "-1"):
+        with pytest.raises(ParameterError):
+            flex.memory.accept(raw)
+    with pytest.raises(ParameterError, match="one of 1, 2, 4"):
+        flex.cpu.accept("3")
+
+
+def test_a_bad_profile_setting_says_how_to_write_it():
+    with pytest.raises(CloudError, match="name:memory_mib:cpus"):
+        parse_profiles("small:512")
+
+
+@pytest.mark.parametrize("ad,state", [
+    ({"JobStatus": 1}, PENDING),
+    ({"JobStatus": 2}, PENDING),
+    ({"JobStatus": 2, "CloudVMState": "RUNNING"}, RUNNING),
+    ({"JobStatus": 2, "CloudVMState": "RUNNING", "CloudRequest": "1:stop"}, STOPPING),
+    ({"JobStatus": 2, "CloudVMState": "STOPPING"}, STOPPING),
+    ({"JobStatus": 5}, STOPPED),
+    ({"JobStatus": 3}, FINISH),
+    ({"JobStatus": 4}, FINISH),
+])
+def test_states_follow_job_status_and_vm_state(ad, state):
+    assert instance_state(ad) == state
+
+
+def test_actions_follow_the_state():
+    assert allowed_actions(RUNNING) == ["reboot", "stop", "destroy"]
+    assert allowed_actions(STOPPED) == ["start", "destroy"]
+    assert allowed_actions(FINISH) == []
+
+
+@pytest.fixture
+def creds(tmp_path):
+    f = tmp_path / "creds"
+    f.write_text("# users\nadmin:s3cret\n")
+    os.chmod(f, 0o600)
+    return Credentials.load(f)
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_good_credentials_name_the_user(creds):
+    assert creds.check(basic("admin", "s3cret")) == "admin"
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer x", "Basic !!!", basic("admin", "wrong"),
+                                    basic("nobody", "s3cret"), basic("admin", "")])
+def test_bad_credentials_are_refused(creds, header):
+    assert creds.check(header) is None
+
+
+def test_a_credentials_file_readable_by_others_is_refused(tmp_path):
+    f = tmp_path / "creds"
+    f.write_text("admin:x\n")
+    os.chmod(f, 0o644)
+    with pytest.raises(CloudError, match="chmod 600"):
+        Credentials.load(f)
+
+
+def test_csrf_tokens_are_per_user(creds):
+    token = creds.csrf_token("admin")
+    assert creds.csrf_ok("admin", token)
+    assert not creds.csrf_ok("other", token)
+    assert not creds.csrf_ok("admin", None)
