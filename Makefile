@@ -1,6 +1,10 @@
 # condor-cloud: the commands a newcomer needs (run as root on Debian 12).
 .PHONY: demo test unit-test testbed-up testbed-down bench
 
+# The cloud on this machine: the testbed plus the API at http://localhost:3002/api.
+demo:
+	testbed/demo
+
 PYTHON = $(shell testbed/host-setup)
 
 testbed-up:

@@ -103,7 +103,8 @@ def test_condor_rm_removes_the_instance_disk(removed):
 def fresh_image(testbed: Testbed) -> str:
     name = f"fresh-{uuid.uuid4().hex[:8]}.img"
     publish_image(testbed, name)
-    return name
+    yield name
+    (testbed.state / "shared_images" / name).unlink()
 
 
 @pytest.fixture(scope="module")
