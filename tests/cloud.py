@@ -29,7 +29,8 @@ class Instances:
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256) -> int:
         import htcondor2
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(),
-                                    name=f"test-{uuid.uuid4().hex[:6]}", wrapper=WRAPPER)
+                                    name=f"test-{uuid.uuid4().hex[:6]}", wrapper=WRAPPER,
+                                    logs="/var/lib/condor-cloud/logs")
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()

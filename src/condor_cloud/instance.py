@@ -83,10 +83,6 @@ class InstanceFiles:
         return self.dir / "disk.qcow2"
 
     @property
-    def console_log(self) -> Path:
-        return self.dir / "console.log"
-
-    @property
     def wrapper_lock(self) -> Path:
         """Held (flock) by the instance's wrapper for as long as it runs."""
         return self.dir / "wrapper.lock"

@@ -34,6 +34,8 @@ class Settings:
     # -- the master: the API -------------------------------------------------
     # The VM wrapper's path on the nodes.
     wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
+    # Instances' console and wrapper logs, on the master.
+    logs: Path = Path("/var/lib/condor-cloud/logs")
     api_address: str = "127.0.0.1"
     api_port: int = 3002
     # "user:password" lines; must be readable by the API's user only.

@@ -24,7 +24,7 @@ def new_mac(taken: Iterable[str] = ()) -> str:
 
 
 def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str, name: str,
-                         wrapper: str, user_data: str = "", hardware_profile: str = "",
+                         wrapper: str, logs: str, user_data: str = "", hardware_profile: str = "",
                          realm: str = "default") -> dict[str, str]:
     """Submit commands for one instance (for htcondor2.Submit)."""
     return {
@@ -33,7 +33,12 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         "transfer_executable": "false",
         "should_transfer_files": "YES",
         "when_to_transfer_output": "ON_EXIT",
-        "initialdir": "/tmp",
+        # On the master, in LOGS: the guest's serial console (the job's
+        # stdout; condor_tail reads it while the instance runs) and the
+        # wrapper's log (stderr), kept after the instance ends.
+        "initialdir": logs,
+        "output": "$(ClusterId).$(ProcId).console",
+        "error": "$(ClusterId).$(ProcId).wrapper.log",
         "notification": "never",
         "request_memory": str(int(memory_mib)),
         "request_cpus": str(int(cpus)),

@@ -41,6 +41,8 @@ log = logging.getLogger("condor-cloud")
 TICK = 1.0               # how often the guest is checked
 REQUEST_POLL = 2.0       # how often the job ad is read for requests
 ADDRESS_RECHECK = 30.0   # how often a known address is checked again
+CONSOLE_LOG = "console.log"
+CONSOLE_CHUNK = 1 << 20
 
 
 class Wrapper:
@@ -83,13 +85,20 @@ class Wrapper:
         return False
 
     def start(self) -> None:
+        # The serial console goes to a file in the job's sandbox; the wrapper
+        # copies it to the job's stdout, which condor_tail (and `condor-cloud
+        # instances console`) reads. QEMU must write it itself (qemu.conf
+        # stdio_handler = "file"): virtlogd's files are readable by root only.
+        console = Path(os.environ.get("_CONDOR_SCRATCH_DIR", self.files.dir)) / CONSOLE_LOG
+        console.touch(mode=0o600)
+        self.console = open(console, "rb")
         self.conn = connect(self.settings.libvirt_uri)
         domain = instance_domain(
             name=self.spec.domain_name,
             domain_type=resolve_domain_type(self.conn, self.settings.domain_type),
             memory_mib=self.spec.memory_mib, vcpus=self.spec.vcpus,
             disk=str(self.files.disk), bridge=self.settings.bridge, mac=self.spec.mac,
-            console_log=str(self.files.console_log))
+            console_log=str(console))
         try:
             self.dom = self.conn.createXML(domain.to_xml(), 0)
         except libvirt.libvirtError as e:
@@ -142,6 +151,13 @@ class Wrapper:
             return serial
         return last
 
+    def copy_console(self) -> None:
+        """New serial console output goes to the job's stdout (condor_tail shows it)."""
+        data = self.console.read(CONSOLE_CHUNK)
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
     def check_addresses(self) -> None:
         sources = {"leases": lease_file(self.settings.dhcp_leases),
                    "neighbours": neighbour_table(),
@@ -169,6 +185,7 @@ class Wrapper:
         while True:
             if self.signalled and self.shutdown_keep is None:
                 self.begin_shutdown(keep_disk=False)
+            self.copy_console()
             if not self.guest_running():
                 break
             now = time.monotonic()

@@ -57,7 +57,7 @@ def test_the_node_package_holds_hooks_wrapper_library_and_config(rpms):
 
 def test_the_master_package_holds_the_api_service_and_image_directories(rpms):
     f = files(rpms["condor-cloud"])
-    for path in ["/usr/libexec/condor-cloud/condor-cloud-api", "/usr/lib/systemd/system/condor-cloud-api.service",
+    for path in ["/usr/libexec/condor-cloud/condor-cloud-api", "/usr/bin/condor-cloud", "/usr/lib/systemd/system/condor-cloud-api.service",
                  "/etc/condor/config.d/20-condor-cloud-master.conf", "/var/lib/condor-cloud/shared_images",
                  "/var/lib/condor-cloud/shared_images/staging", "/etc/condor-cloud"]:
         assert path in f

@@ -19,7 +19,7 @@ def test_new_macs_avoid_taken_ones():
 
 def test_the_description_selects_the_hooks_and_the_wrapper():
     d = instance_description(image_id="tiny.img", memory_mib=512, cpus=2, mac="52:54:00:00:00:01",
-                             name="n", wrapper="/usr/libexec/condor-cloud/vm-wrapper")
+                             name="n", wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/logs")
     assert d["My.HookKeyword"] == '"CLOUD"'
     assert d["executable"] == "/usr/libexec/condor-cloud/vm-wrapper"
     assert (d["request_memory"], d["request_cpus"]) == ("512", "2")

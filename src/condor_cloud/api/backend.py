@@ -152,7 +152,7 @@ class Backend:
             raise ParameterError("name is longer than 256 characters")
         macs = {ad.get(A.MAC) for ad in self._jobs()}
         desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
-                                    name=name, wrapper=self.settings.wrapper, user_data=user_data,
+                                    name=name, wrapper=self.settings.wrapper, logs=str(self.settings.logs), user_data=user_data,
                                     hardware_profile=hwp_id, realm=realm)
         desc[f"My.{OWNER}"] = submit_string(owner)
         result = self._call("submit the instance", lambda s: s.submit(htcondor2.Submit(desc)))
