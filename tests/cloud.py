@@ -30,7 +30,7 @@ class Instances:
         import htcondor2
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(),
                                     name=f"test-{uuid.uuid4().hex[:6]}", wrapper=WRAPPER,
-                                    logs="/var/lib/condor-cloud/logs")
+                                    logs="/tmp")  # exists on this host (where submit checks it) and the master
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()

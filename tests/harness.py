@@ -107,4 +107,11 @@ class Testbed:
         return Path(self.env["CONDOR_CLOUD_TESTBED_GUEST_IMAGE"])
 
     def enter_client_network(self) -> None:
+        """Join the client's network; the machine's own stays reachable via host_network()."""
+        self._host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
         enter_netns(self.env["CONDOR_CLOUD_TESTBED_CLIENT_NETNS"])
+
+    def host_network(self, *cmd: str) -> subprocess.CompletedProcess:
+        """Run CMD in the machine's own network namespace (where make demo listens)."""
+        return subprocess.run(["nsenter", f"--net=/proc/{os.getpid()}/fd/{self._host_netns}", *cmd],
+                              capture_output=True, text=True, timeout=600)

@@ -16,6 +16,7 @@ import classad2
 import libvirt
 
 from condor_cloud.cache import ImageCache
+from condor_cloud.errors import CloudError
 from condor_cloud.instance import InstanceFiles, key_of_domain
 from condor_cloud.settings import Settings
 from condor_cloud.virt import connect
@@ -77,7 +78,7 @@ def main() -> int:
         finally:
             conn.close()
         libvirt_ok = True
-    except Exception as e:  # any failure here means: this node cannot run instances now
+    except (CloudError, libvirt.libvirtError) as e:
         log.warning("libvirt check failed: %s", e)
         libvirt_ok = False
     ad = machine_attributes(settings, libvirt_ok)

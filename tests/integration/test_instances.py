@@ -136,6 +136,14 @@ def test_a_job_goes_to_the_node_that_caches_its_image(instances, testbed, two_at
     wait_for(advertised, 60, "node1 to advertise the cached image")
     for cluster in two_at_once[0]:
         instances.act("Remove", cluster)
+    for cluster in two_at_once[0]:
+        instances.wait_gone(cluster)
+
+    def node1_idle():  # rank picks among free nodes: let node1's cores come back first
+        ads = collector.query(htcondor2.AdType.Startd, f'Machine == "{testbed.fqdn("node1")}" && '
+                              "PartitionableSlot =?= true", ["Cpus", "TotalSlotCpus"])
+        return ads and ads[0]["Cpus"] == ads[0]["TotalSlotCpus"]
+    wait_for(node1_idle, 60, "node1's cores to be free")
     cluster = instances.submit(fresh_image)
     ad = instances.wait(cluster, lambda ad: ad.get("RemoteHost"), "a node", timeout=60)
     assert ad["RemoteHost"].endswith("@" + testbed.fqdn("node1"))

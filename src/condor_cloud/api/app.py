@@ -123,18 +123,13 @@ class Api:
         if one not in (None, render.DRIVER):
             raise NotFound(f"no driver {one!r}")
 
-        def xml():
-            import xml.etree.ElementTree as ET
-            drv = ET.Element("driver", id=render.DRIVER, href=links("drivers", render.DRIVER))
-            ET.SubElement(drv, "name").text = "Condor"
-            if one:
-                return drv
-            root = ET.Element("drivers")
-            root.append(drv)
-            return root
-        js = {"id": render.DRIVER, "href": links("drivers", render.DRIVER), "name": "Condor"}
-        return self.respond(request, fmt, 200, xml, lambda: {"driver": js} if one else {"drivers": [js]},
-                            lambda: html.simple_page("Drivers", [(render.DRIVER, "Condor")], links))
+        def page() -> str:
+            return html.simple_page("Drivers", [(render.DRIVER, "Condor")], links)
+        if one:
+            return self.respond(request, fmt, 200, lambda: render.driver_xml(links),
+                                lambda: {"driver": render.driver_json(links)}, page)
+        return self.respond(request, fmt, 200, lambda: render.collection("drivers", [render.driver_xml(links)]),
+                            lambda: {"drivers": [render.driver_json(links)]}, page)
 
     async def profiles(self, request: Request) -> Response:
         fmt, _ = negotiate(request), self.user(request)
@@ -148,12 +143,9 @@ class Api:
                                 lambda: {"hardware_profile": render.profile_json(p, links)},
                                 lambda: html.simple_page(p.id, [(x.name, x.describe()) for x in p.properties], links))
 
-        def xml():
-            import xml.etree.ElementTree as ET
-            root = ET.Element("hardware_profiles")
-            root.extend(render.profile_xml(p, links) for p in profiles.values())
-            return root
-        return self.respond(request, fmt, 200, xml,
+        return self.respond(request, fmt, 200,
+                            lambda: render.collection("hardware_profiles",
+                                                      [render.profile_xml(p, links) for p in profiles.values()]),
                             lambda: {"hardware_profiles": [render.profile_json(p, links) for p in profiles.values()]},
                             lambda: html.simple_page("Hardware profiles", [
                                 (p.id, "; ".join(x.describe() for x in p.properties)) for p in profiles.values()], links))
@@ -169,12 +161,9 @@ class Api:
                                 lambda: {"realm": render.realm_json(one, links)},
                                 lambda: html.simple_page(one, [("state", "AVAILABLE")], links))
 
-        def xml():
-            import xml.etree.ElementTree as ET
-            root = ET.Element("realms")
-            root.extend(render.realm_xml(r, links) for r in REALMS)
-            return root
-        return self.respond(request, fmt, 200, xml, lambda: {"realms": [render.realm_json(r, links) for r in REALMS]},
+        return self.respond(request, fmt, 200,
+                            lambda: render.collection("realms", [render.realm_xml(r, links) for r in REALMS]),
+                            lambda: {"realms": [render.realm_json(r, links) for r in REALMS]},
                             lambda: html.simple_page("Realms", [(r, "AVAILABLE") for r in REALMS], links))
 
     async def images(self, request: Request) -> Response:
@@ -188,12 +177,8 @@ class Api:
                                 lambda: html.images_page([image], profiles, links, self.credentials.csrf_token(user)))
         images = self.backend.images()
 
-        def xml():
-            import xml.etree.ElementTree as ET
-            root = ET.Element("images")
-            root.extend(render.image_xml(i, links, profiles) for i in images)
-            return root
-        return self.respond(request, fmt, 200, xml,
+        return self.respond(request, fmt, 200,
+                            lambda: render.collection("images", [render.image_xml(i, links, profiles) for i in images]),
                             lambda: {"images": [render.image_json(i, links, profiles) for i in images]},
                             lambda: html.images_page(images, profiles, links, self.credentials.csrf_token(user)))
 
@@ -216,12 +201,8 @@ class Api:
         if request.query_params.get("state"):
             found = [i for i in found if i.state.lower() == request.query_params["state"].lower()]
 
-        def xml():
-            import xml.etree.ElementTree as ET
-            root = ET.Element("instances")
-            root.extend(render.instance_xml(i, links) for i in found)
-            return root
-        return self.respond(request, fmt, 200, xml,
+        return self.respond(request, fmt, 200,
+                            lambda: render.collection("instances", [render.instance_xml(i, links) for i in found]),
                             lambda: {"instances": [render.instance_json(i, links) for i in found]},
                             lambda: html.instances_page(found, links, self.credentials.csrf_token(user)))
 

@@ -44,6 +44,22 @@ def _sub(parent: ET.Element, tag: str, text: Any = None, **attrs: Any) -> ET.Ele
     return el
 
 
+def collection(tag: str, members) -> ET.Element:
+    root = ET.Element(tag)
+    root.extend(members)
+    return root
+
+
+def driver_xml(links: Links) -> ET.Element:
+    el = ET.Element("driver", id=DRIVER, href=links("drivers", DRIVER))
+    _sub(el, "name", "Condor")
+    return el
+
+
+def driver_json(links: Links) -> dict:
+    return {"id": DRIVER, "href": links("drivers", DRIVER), "name": "Condor"}
+
+
 def xml_document(el: ET.Element) -> str:
     return "<?xml version='1.0' encoding='utf-8' ?>\n" + ET.tostring(el, encoding="unicode")
 
