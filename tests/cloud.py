@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import requests
@@ -28,8 +27,7 @@ class Instances:
 
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256) -> int:
         import htcondor2
-        desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(),
-                                    name=f"test-{uuid.uuid4().hex[:6]}", wrapper=WRAPPER,
+        desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
                                     logs="/tmp")  # exists on this host (where submit checks it) and the master
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'

@@ -4,14 +4,28 @@ from __future__ import annotations
 import random
 from typing import Iterable
 
-import classad2
-
 from condor_cloud import jobattrs as A
 
+OWNER = "CloudOwner"
+_UNSAFE = ("\\", "\n", "\r", "\0")
 
-def submit_string(value: str) -> str:
-    """VALUE as a submit-file ClassAd string: quoted, and with no $(macro) expansion."""
-    return classad2.quote(value).replace("$", "$(DOLLAR)")
+
+def classad_string(value: str, what: str = "value") -> str:
+    """VALUE as a ClassAd string literal that the schedd stores and returns unchanged.
+
+    The schedd reads job attributes with the old ClassAd syntax, in which a
+    backslash escapes only a quote and is otherwise kept, so a value with a
+    backslash or a line break cannot make the round trip: it is refused."""
+    if any(c in value for c in _UNSAFE):
+        raise ValueError(f"{what} may not contain backslashes, line breaks or NUL characters")
+    return '"' + value.replace('"', '\\"') + '"'
+
+
+def user_attributes(*, name: str, owner: str, user_data: str = "") -> dict[str, str]:
+    """What a user typed, as job attribute literals. They are set with Schedd.edit after
+    the submit, never through the submit language (which would expand $(macros))."""
+    return {A.NAME: classad_string(name, "name"), OWNER: classad_string(owner, "owner"),
+            A.USER_DATA: classad_string(user_data, "user_data")}
 
 
 def new_mac(taken: Iterable[str] = ()) -> str:
@@ -23,10 +37,11 @@ def new_mac(taken: Iterable[str] = ()) -> str:
             return mac
 
 
-def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str, name: str,
-                         wrapper: str, logs: str, user_data: str = "", hardware_profile: str = "",
+def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
+                         wrapper: str, logs: str, hardware_profile: str = "",
                          realm: str = "default") -> dict[str, str]:
-    """Submit commands for one instance (for htcondor2.Submit)."""
+    """Submit commands for one instance (for htcondor2.Submit); every value here is
+    checked by condor-cloud (ids, numbers, paths), none is free text from a user."""
     return {
         "universe": "vanilla",
         "executable": wrapper,
@@ -42,14 +57,12 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         "notification": "never",
         "request_memory": str(int(memory_mib)),
         "request_cpus": str(int(cpus)),
-        f"My.HookKeyword": submit_string(A.HOOK_KEYWORD),
+        "My.HookKeyword": classad_string(A.HOOK_KEYWORD),
         "My.WantIOProxy": "true",
-        f"My.{A.IMAGE}": submit_string(image_id),
-        f"My.{A.NAME}": submit_string(name),
-        f"My.{A.MAC}": submit_string(mac),
-        f"My.{A.USER_DATA}": submit_string(user_data),
-        f"My.{A.HARDWARE_PROFILE}": submit_string(hardware_profile),
-        f"My.{A.REALM}": submit_string(realm),
+        f"My.{A.IMAGE}": classad_string(image_id),
+        f"My.{A.MAC}": classad_string(mac),
+        f"My.{A.HARDWARE_PROFILE}": classad_string(hardware_profile),
+        f"My.{A.REALM}": classad_string(realm),
         # Nodes that run condor-cloud and have a working libvirt; a stopped
         # instance starts again on the node that holds its disk.
         "requirements": (f"TARGET.HasCondorCloud =?= true && TARGET.CloudLibvirtOK =!= false && "

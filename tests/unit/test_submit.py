@@ -1,14 +1,28 @@
-"""Instance jobs are described in one place, and user strings stay plain strings."""
-import classad2
+"""Instance jobs are described in one place; what users type becomes plain string literals."""
 import pytest
 
-from condor_cloud.submit import instance_description, new_mac, submit_string
+from condor_cloud.submit import classad_string, instance_description, new_mac, user_attributes
 
 
-@pytest.mark.parametrize("text", ['quote " inside', "new\nline", "$(Owner) macro", 'x" + 1 + "', "é ünïcode"])
-def test_user_strings_become_classad_string_literals(text):
-    quoted = submit_string(text).replace("$(DOLLAR)", "$")
-    assert classad2.ExprTree(quoted).eval() == text
+@pytest.mark.parametrize("text,literal", [
+    ('quote " inside', '"quote \\" inside"'),
+    ('"; +Evil = true; "', '"\\"; +Evil = true; \\""'),
+    ("$(Owner) macro", '"$(Owner) macro"'),
+    ("ünïcødé ☁", '"ünïcødé ☁"'),
+])
+def test_strings_become_quoted_literals(text, literal):
+    assert classad_string(text) == literal
+
+
+@pytest.mark.parametrize("text", ["back\\slash", "new\nline", "car\rriage", "nul\0"])
+def test_strings_the_schedd_cannot_keep_are_refused_with_a_reason(text):
+    with pytest.raises(ValueError, match="backslashes, line breaks"):
+        classad_string(text, "name")
+
+
+def test_user_attributes_cover_name_owner_and_user_data():
+    attrs = user_attributes(name="web", owner="admin", user_data="aGk=")
+    assert attrs == {"CloudName": '"web"', "CloudOwner": '"admin"', "CloudUserData": '"aGk="'}
 
 
 def test_new_macs_avoid_taken_ones():
@@ -19,8 +33,9 @@ def test_new_macs_avoid_taken_ones():
 
 def test_the_description_selects_the_hooks_and_the_wrapper():
     d = instance_description(image_id="tiny.img", memory_mib=512, cpus=2, mac="52:54:00:00:00:01",
-                             name="n", wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/logs")
+                             wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/logs")
     assert d["My.HookKeyword"] == '"CLOUD"'
     assert d["executable"] == "/usr/libexec/condor-cloud/vm-wrapper"
     assert (d["request_memory"], d["request_cpus"]) == ("512", "2")
     assert "CloudCachedImages" in d["rank"]
+    assert not [k for k in d if "Name" in k or "UserData" in k]

@@ -17,9 +17,8 @@ from condor_cloud.api.states import allowed_actions, instance_state
 from condor_cloud.errors import CloudError, ImageError
 from condor_cloud.images import Image, find_image, list_images
 from condor_cloud.settings import Settings
-from condor_cloud.submit import instance_description, new_mac, submit_string
+from condor_cloud.submit import OWNER, instance_description, new_mac, user_attributes
 
-OWNER = "CloudOwner"
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
@@ -150,14 +149,23 @@ class Backend:
         name = params.get("name") or ""
         if len(name) > 256:
             raise ParameterError("name is longer than 256 characters")
+        try:
+            attributes = user_attributes(name=name, owner=owner, user_data=user_data)
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
         macs = {ad.get(A.MAC) for ad in self._jobs()}
         desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
-                                    name=name, wrapper=self.settings.wrapper, logs=str(self.settings.logs), user_data=user_data,
+                                    wrapper=self.settings.wrapper, logs=str(self.settings.logs),
                                     hardware_profile=hwp_id, realm=realm)
-        desc[f"My.{OWNER}"] = submit_string(owner)
-        result = self._call("submit the instance", lambda s: s.submit(htcondor2.Submit(desc)))
+
+        def submit(s) -> str:
+            iid = f"{s.submit(htcondor2.Submit(desc)).cluster()}.0"
+            for attr, value in attributes.items():
+                s.edit(_job_constraint(iid), attr, value)
+            return iid
+        iid = self._call("submit the instance", submit)
         self._changed()
-        return self.instance(f"{result.cluster()}.0")
+        return self.instance(iid)
 
     def act(self, iid: str, action: str) -> Instance | None:
         instance = self.instance(iid)
