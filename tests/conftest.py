@@ -48,3 +48,14 @@ def libvirt_conns(testbed: Testbed):
     yield conns
     for conn in conns.values():
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def api(testbed: Testbed):
+    """A requests session for the Deltacloud API, authenticated as the testbed's API user
+    (``api.base`` is the API's URL)."""
+    import requests
+    s = requests.Session()
+    s.auth = (testbed.env["CONDOR_CLOUD_API_USER"], testbed.env["CONDOR_CLOUD_API_PASSWORD"])
+    s.base = testbed.env["CONDOR_CLOUD_API_URL"]
+    return s

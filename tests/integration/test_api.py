@@ -13,15 +13,6 @@ XML = {"Accept": "application/xml"}
 JSON = {"Accept": "application/json"}
 
 
-@pytest.fixture(scope="session")
-def api(testbed: Testbed):
-    """A requests session for the API, authenticated as the testbed's API user."""
-    s = requests.Session()
-    s.auth = (testbed.env["CONDOR_CLOUD_API_USER"], testbed.env["CONDOR_CLOUD_API_PASSWORD"])
-    s.base = testbed.env["CONDOR_CLOUD_API_URL"]
-    return s
-
-
 def get(api, path: str = "", headers=XML, **kw) -> requests.Response:
     return api.get(api.base + path, headers=headers, timeout=30, **kw)
 

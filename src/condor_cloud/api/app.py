@@ -87,7 +87,11 @@ class Api:
         origin = request.headers.get("origin")
         if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
             raise HTTPError(403, f"cross-site request from {origin} refused")
-        if fmt == HTML and not self.credentials.csrf_ok(user, params.get("csrf_token")):
+        # Only a form can be sent cross-site without the browser asking first
+        # (CORS), so an HTML form post must carry the token of the page it came from.
+        form_types = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+        is_form = request.headers.get("content-type", "").split(";")[0].strip().lower() in form_types
+        if fmt == HTML and is_form and not self.credentials.csrf_ok(user, params.get("csrf_token")):
             raise HTTPError(403, "the form's csrf_token is missing or stale; reload the page and retry")
 
     def respond(self, request: Request, fmt: str, status: int, xml: Callable[[], Any], js: Callable[[], Any],
