@@ -36,6 +36,12 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+def browser_form(request: Request, fmt: str) -> bool:
+    """Is this a form a browser posted from our HTML page (answered with a redirect)?"""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return fmt == HTML and kind in ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
 def negotiate(request: Request) -> str:
     fmt = request.query_params.get("format")
     if fmt:
@@ -89,9 +95,7 @@ class Api:
             raise HTTPError(403, f"cross-site request from {origin} refused")
         # Only a form can be sent cross-site without the browser asking first
         # (CORS), so an HTML form post must carry the token of the page it came from.
-        form_types = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
-        is_form = request.headers.get("content-type", "").split(";")[0].strip().lower() in form_types
-        if fmt == HTML and is_form and not self.credentials.csrf_ok(user, params.get("csrf_token")):
+        if browser_form(request, fmt) and not self.credentials.csrf_ok(user, params.get("csrf_token")):
             raise HTTPError(403, "the form's csrf_token is missing or stale; reload the page and retry")
 
     def respond(self, request: Request, fmt: str, status: int, xml: Callable[[], Any], js: Callable[[], Any],
@@ -194,11 +198,12 @@ class Api:
             self.check_csrf(request, user, params, fmt)
             instance = self.backend.create(params, user)
             log.info("%s created instance %s of %s", user, instance.id, instance.ad.get("CloudImage"))
-            if fmt == HTML:
+            if browser_form(request, fmt):
                 return self.html_redirect(request, links("instances"))
             return self.respond(request, fmt, 201, lambda: render.instance_xml(instance, links),
                                 lambda: {"instance": render.instance_json(instance, links)},
-                                lambda: "", headers={"Location": links("instances", instance.id)})
+                                lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)),
+                                headers={"Location": links("instances", instance.id)})
         found = self.backend.instances()
         if request.query_params.get("id"):
             found = [i for i in found if i.id == request.query_params["id"]]
@@ -237,12 +242,13 @@ class Api:
         links = self.links(request)
         instance = self.backend.act(iid, action)
         log.info("%s: %s instance %s", user, action, iid)
-        if fmt == HTML:
+        if browser_form(request, fmt):
             return self.html_redirect(request, links("instances"))
         if instance is None:
             return Response(status_code=204)
         return self.respond(request, fmt, 202, lambda: render.instance_xml(instance, links),
-                            lambda: {"instance": render.instance_json(instance, links)}, lambda: "")
+                            lambda: {"instance": render.instance_json(instance, links)},
+                            lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)))
 
     async def instance_states(self, request: Request) -> Response:
         fmt, _ = negotiate(request), self.user(request)
