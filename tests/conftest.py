@@ -8,7 +8,7 @@ import pytest
 # points them at the testbed's client configuration.
 os.environ.setdefault("CONDOR_CONFIG", "/dev/null")
 
-from harness import Testbed
+from harness import Testbed, wait_for
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,11 +33,25 @@ def collector(testbed: Testbed):
     return htcondor2.Collector()
 
 
+class FreshSchedd:
+    """The master's schedd, located anew for every call: tests restart it, and a
+    restarted schedd has a new address."""
+
+    def __init__(self, collector, name: str):
+        self._collector, self._name = collector, name
+
+    def __getattr__(self, attr: str):
+        import htcondor2
+
+        def located():  # None while a restarted schedd has not advertised itself yet
+            return self._collector.locate(htcondor2.DaemonType.Schedd, self._name)
+        return getattr(htcondor2.Schedd(wait_for(located, 60, f"the schedd {self._name} to be advertised")), attr)
+
+
 @pytest.fixture(scope="session")
 def schedd(testbed: Testbed, collector):
     """The master's schedd: the queue every instance lives in."""
-    import htcondor2
-    return htcondor2.Schedd(collector.locate(htcondor2.DaemonType.Schedd, testbed.master_fqdn))
+    return FreshSchedd(collector, testbed.master_fqdn)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from condor_cloud.images import Image, find_image, list_images
 from condor_cloud.settings import Settings
 from condor_cloud.submit import OWNER, instance_description, new_mac, user_attributes
 
+log = logging.getLogger("condor-cloud.api")
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
@@ -85,13 +87,18 @@ class Backend:
         self._cached: tuple[float, list[dict]] | None = None
 
     # -- condor ---------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        try:
-            return fn(self._schedd_factory())
-        except CloudError:
-            raise
-        except Exception as e:  # the bindings raise HTCondorException and others
-            raise Unavailable(f"HTCondor could not {what}: {e}") from None
+    def _call(self, what: str, fn: Callable[[Any], Any], retry: bool = True) -> Any:
+        """FN(schedd); a failed call is tried once more (a restarted schedd rejects the
+        first request's cached security session) unless RETRY is false."""
+        for attempt in (1, 2):
+            try:
+                return fn(self._schedd_factory())
+            except CloudError:
+                raise
+            except Exception as e:  # the bindings raise HTCondorException and others
+                if attempt == 2 or not retry:
+                    raise Unavailable(f"HTCondor could not {what}: {e}") from None
+                log.info("retrying after: %s", e)
 
     def _jobs(self) -> list[dict]:
         with self._lock:
@@ -163,7 +170,7 @@ class Backend:
             for attr, value in attributes.items():
                 s.edit(_job_constraint(iid), attr, value)
             return iid
-        iid = self._call("submit the instance", submit)
+        iid = self._call("submit the instance", submit, retry=False)  # never submit twice
         self._changed()
         return self.instance(iid)
 

@@ -1,0 +1,146 @@
+"""Faults: libvirtd or the API restarting, a full cache, an image withdrawn."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+from cloud import CACHE, HELD, RUNNING, Instances, publish_image, wait_page
+from harness import REPO, Testbed, wait_for
+
+
+@pytest.fixture(scope="module")
+def instances(testbed: Testbed, schedd):
+    inst = Instances(testbed, schedd)
+    yield inst
+    inst.remove_all()
+
+
+def cloud_jobs(schedd) -> list[int]:
+    return sorted(ad["ClusterId"] for ad in schedd.query('HookKeyword =?= "CLOUD"', ["ClusterId"]))
+
+
+# -- the image cache -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def withdrawn(testbed: Testbed, instances: Instances):
+    """An image cached on node1, then removed from shared_images, then launched again."""
+    name = f"withdrawn-{uuid.uuid4().hex[:6]}.img"
+    publish_image(testbed, name)
+    first = instances.submit(name, on_host="node1")
+    instances.wait(first, lambda ad: ad.get("CloudVMState") == "RUNNING", "the first instance to run")
+    instances.act("Remove", first)
+    (testbed.state / "shared_images" / name).unlink()
+    again = instances.submit(name, on_host="node1")
+    return name, instances.wait(again, lambda ad: ad["JobStatus"] == HELD, "a hold", timeout=60)
+
+
+def test_an_image_withdrawn_while_cached_holds_new_instances_with_a_reason(withdrawn):
+    name, ad = withdrawn
+    assert name in ad["HoldReason"] and "not in" in ad["HoldReason"]
+
+
+@pytest.fixture(scope="module")
+def full_cache(testbed: Testbed, instances: Instances):
+    """node1's cache limited to 40 MiB while an instance uses tiny.img (32 MiB): another image cannot fit."""
+    limit = testbed.path("node1", "/etc/condor/config.d/95-test-cache-limit.conf")
+    limit.write_text("CONDOR_CLOUD_CACHE_SIZE_LIMIT_MIB = 40\n")
+    try:
+        user = instances.submit("tiny.img", on_host="node1")
+        instances.wait(user, lambda ad: ad.get("CloudVMState") == "RUNNING", "tiny.img in use on node1")
+        name = f"nofit-{uuid.uuid4().hex[:6]}.img"
+        publish_image(testbed, name)
+        job = instances.submit(name, on_host="node1")
+        ad = instances.wait(job, lambda ad: ad["JobStatus"] == HELD, "a hold", timeout=60)
+        cache = sorted(p.name for p in testbed.path("node1", CACHE).iterdir())
+        (testbed.state / "shared_images" / name).unlink()
+        instances.act("Remove", user)
+        return name, ad, cache
+    finally:
+        limit.unlink()
+
+
+def test_a_full_cache_holds_the_job_with_a_reason_an_admin_can_act_on(full_cache):
+    assert "CACHE_SIZE_LIMIT" in full_cache[1]["HoldReason"]
+
+
+def test_a_full_cache_keeps_no_half_written_entry(full_cache):
+    name, _, cache = full_cache
+    assert not [f for f in cache if name in f]
+    assert "tiny.img" in cache
+
+
+# -- daemons restarting under running instances -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def survivor(instances: Instances):
+    """A running instance on node1 whose guest has booted once."""
+    cluster = instances.submit(on_host="node1")
+    ad = instances.wait_address(cluster)
+    wait_page(ad["CloudAddresses"], "boots 1")
+    return cluster, ad
+
+
+@pytest.fixture(scope="module")
+def libvirtd_restarted(testbed: Testbed, instances: Instances, survivor):
+    cluster, ad = survivor
+    testbed.run("node1", "sh", "-c", "kill $(cat /run/libvirtd.pid); while kill -0 $(cat /run/libvirtd.pid) "
+                "2>/dev/null; do sleep 0.2; done; libvirtd -d --pid-file=/run/libvirtd.pid")
+    page = wait_page(ad["CloudAddresses"], "boots 1")
+    instances.request(cluster, "reboot")
+    rebooted = wait_page(ad["CloudAddresses"], "boots 2", 90)
+    return page, rebooted
+
+
+def test_guests_keep_running_through_a_libvirtd_restart(libvirtd_restarted):
+    assert "boots 1" in libvirtd_restarted[0]
+
+
+def test_the_wrapper_reconnects_to_a_restarted_libvirtd(libvirtd_restarted):
+    assert "boots 2" in libvirtd_restarted[1]
+
+
+# -- the API killed mid-request -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def api_killed(testbed: Testbed, api, schedd, survivor):
+    before = cloud_jobs(schedd)
+    pid = int((testbed.state / "hosts" / "master" / "api.pid").read_text())
+    results = []
+
+    def create():
+        try:
+            results.append(api.post(api.base + "/instances", data={"image_id": "tiny.img"},
+                                    headers={"Accept": "application/xml"}, timeout=30).status_code)
+        except Exception as e:  # the connection dies with the server
+            results.append(type(e).__name__)
+    t = threading.Thread(target=create)
+    t.start()
+    os.kill(pid, signal.SIGKILL)
+    t.join()
+    subprocess.run([REPO / "testbed" / "api", "start"], check=True, capture_output=True)
+    after = cloud_jobs(schedd)
+    listed = api.get(api.base + "/instances", headers={"Accept": "application/json"}, timeout=30)
+    for cluster in set(after) - set(before):
+        api.delete(f"{api.base}/instances/{cluster}.0", timeout=30)
+    return before, after, listed, survivor
+
+
+def test_no_job_is_lost_when_the_api_is_killed(api_killed):
+    before, after, _, _ = api_killed
+    assert set(before) <= set(after)
+
+
+def test_no_job_is_created_twice_when_the_api_is_killed(api_killed):
+    before, after, _, _ = api_killed
+    assert len(set(after) - set(before)) <= 1
+
+
+def test_the_restarted_api_lists_the_running_instances(api_killed):
+    _, _, listed, (cluster, _) = api_killed
+    assert listed.status_code == 200
+    assert f"{cluster}.0" in [i["id"] for i in listed.json()["instances"]]
