@@ -20,3 +20,7 @@ test:
 
 unit-test:
 	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+# Launch latency stages next to their floor, and API scale (bench/run.py).
+bench:
+	$(PYTHON) bench/run.py
