@@ -18,6 +18,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
+from cloud import guest_page  # noqa: E402
+from condor_cloud.addresses import lease_file  # noqa: E402
 from condor_cloud.domain import instance_domain  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
 from harness import Testbed  # noqa: E402
@@ -33,21 +35,6 @@ def until(condition, timeout: float = 180):
             return value, time.time()
         time.sleep(POLL)
     raise TimeoutError("bench step timed out")
-
-
-def answers(address: str) -> bool:
-    try:
-        return requests.get(f"http://{address}/", timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
-def lease(tb: Testbed, mac: str) -> str | None:
-    for line in (tb.state / "dhcp" / "dnsmasq.leases").read_text().splitlines():
-        f = line.split()
-        if len(f) > 2 and f[1] == mac:
-            return f[2]
-    return None
 
 
 def launch_stages(tb: Testbed, api: requests.Session) -> dict[str, float]:
@@ -70,7 +57,7 @@ def launch_stages(tb: Testbed, api: requests.Session) -> dict[str, float]:
         return ads[0].get(attr) if ads else None
     _, running_seen = until(lambda: ad()["instance"]["state"] == "RUNNING")
     address, ip_seen = until(lambda: (a := ad()["instance"]["public_addresses"]) and a[0]["address"])
-    _, answered = until(lambda: answers(address))
+    _, answered = until(lambda: guest_page(address))
     stages = {
         "API POST answered": posted - t0,
         "job queued (QDate)": job("QDate") - int(t0),
@@ -96,8 +83,8 @@ def floor(tb: Testbed) -> float:
     t0 = time.time()
     d = conn.createXML(dom.to_xml(), 0)
     try:
-        address, _ = until(lambda: lease(tb, mac))
-        _, answered = until(lambda: answers(address))
+        addresses, _ = until(lambda: lease_file(tb.state / "dhcp" / "dnsmasq.leases")(mac))
+        _, answered = until(lambda: guest_page(addresses[0]))
         return answered - t0
     finally:
         d.destroy()

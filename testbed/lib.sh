@@ -79,6 +79,16 @@ in_chroot() {
   ' in_chroot "$dir" "$@"
 }
 
+# Signal PID, wait up to SECONDS for it to exit, then SIGKILL it.
+stop_pid() {
+  local pid=$1 sig=$2 seconds=$3 i
+  pid_alive "$pid" || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for i in $(seq $((seconds * 10))); do pid_alive "$pid" || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  for i in $(seq 50); do pid_alive "$pid" || return 0; sleep 0.1; done
+}
+
 # The command prefix that runs a command inside host NAME: its network,
 # mount and UTS namespaces, chrooted into its root, with a clean environment.
 # (Exec'd directly, so a background job's $! is the command's own pid.)

@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from filelock import FileLock
 
@@ -81,7 +81,7 @@ class ImageCache:
     def verify(self, image_id: str) -> bool:
         """Does the cached copy still match its recorded checksum (reads it all)?"""
         entry = self.entry(image_id)
-        return entry is not None and _sha256(self.path(image_id)) == entry.sha256
+        return entry is not None and sha256_of(self.path(image_id)) == entry.sha256
 
     def ensure(self, image: Image, in_use: Iterable[str] = ()) -> Path:
         """The cached copy of IMAGE, copying it first if it is missing or stale."""
@@ -105,7 +105,7 @@ class ImageCache:
         self._meta(image.id).unlink(missing_ok=True)
         dest.unlink(missing_ok=True)
         try:
-            digest = _sparse_copy(image.path, tmp)
+            digest = sparse_copy(image.path, tmp)
             os.chmod(tmp, 0o644)
             src = image.path.stat()
             if (src.st_size, src.st_mtime_ns) != (image.size, image.mtime_ns):
@@ -156,7 +156,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -164,8 +164,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sparse_copy(src: Path, dest: Path) -> str:
-    """Copy SRC to DEST, leaving holes where SRC reads as zeros; return SRC's SHA-256."""
+def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None = None) -> str:
+    """Copy SRC to DEST, leaving holes where SRC reads as zeros; return SRC's SHA-256.
+    PROGRESS, if given, is called with the size of each chunk copied."""
     h = hashlib.sha256()
     zero = bytes(HOLE)
     with open(src, "rb") as fin, open(dest, "wb") as fout:
@@ -178,6 +179,8 @@ def _sparse_copy(src: Path, dest: Path) -> str:
                     fout.seek(len(block), os.SEEK_CUR)
                 else:
                     fout.write(block)
+            if progress:
+                progress(len(chunk))
         fout.truncate()
         fout.flush()
         os.fsync(fout.fileno())

@@ -6,10 +6,8 @@ rest as the condor-cloud user (instances are that user's jobs).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +15,11 @@ from typing import Any, Sequence
 
 from condor_cloud.api.backend import Backend, Instance
 from condor_cloud.api.profiles import parse_profiles
+from condor_cloud.cache import sha256_of, sparse_copy
 from condor_cloud.errors import CloudError
 from condor_cloud.images import STAGING, check_image_id, find_image, image_format
 from condor_cloud.overlay import check_standalone
 from condor_cloud.settings import Settings
-
-CHUNK = 4 << 20
 
 
 # -- output --------------------------------------------------------------------
@@ -63,20 +60,10 @@ def import_image(settings: Settings, source: Path, name: str | None, progress: b
     size = source.stat().st_size
     try:
         from tqdm import tqdm
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=image_id, disable=not progress, file=sys.stderr)
-        source_hash, copy_hash = hashlib.sha256(), hashlib.sha256()
-        with open(source, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(CHUNK):
-                source_hash.update(chunk)
-                fout.write(chunk)
-                bar.update(len(chunk))
-            fout.flush()
-            os.fsync(fout.fileno())
-        bar.close()
-        with open(tmp, "rb") as f:
-            while chunk := f.read(CHUNK):
-                copy_hash.update(chunk)
-        if copy_hash.digest() != source_hash.digest() or tmp.stat().st_size != size:
+        with tqdm(total=size, unit="B", unit_scale=True, desc=image_id, disable=not progress,
+                  file=sys.stderr) as bar:
+            source_hash = sparse_copy(source, tmp, bar.update)
+        if sha256_of(tmp) != source_hash or tmp.stat().st_size != size:
             raise CloudError(f"the copy of {source} does not match it; nothing was published")
         os.chmod(tmp, 0o644)
         os.rename(tmp, shared / image_id)
@@ -86,7 +73,7 @@ def import_image(settings: Settings, source: Path, name: str | None, progress: b
     finally:
         tmp.unlink(missing_ok=True)
     image = find_image(shared, image_id)
-    return {"id": image.id, "format": image.format, "size": image.size, "sha256": source_hash.hexdigest()}
+    return {"id": image.id, "format": image.format, "size": image.size, "sha256": source_hash}
 
 
 # -- the commands -------------------------------------------------------------------

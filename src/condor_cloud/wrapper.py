@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import classad2
 import libvirt
@@ -56,6 +57,7 @@ class Wrapper:
         self.shutdown_keep: bool | None = None  # set once a shutdown has begun
         self.shutdown_deadline = 0.0
         self.addresses: list[str] = []
+        self.console: BinaryIO | None = None  # the serial log, opened by start()
 
     # -- reporting -------------------------------------------------------
     def report(self, attr: str, value) -> None:

@@ -171,7 +171,7 @@ def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvir
 
 
 @pytest.fixture(scope="module")
-def stopped_by_request(instances: Instances):
+def stopped_by_request(instances: Instances, libvirt_conns):
     """An instance rebooted, then stopped, through requests in its job ad; then released."""
     cluster = instances.submit(on_host="node1")
     ad = instances.wait_address(cluster)
@@ -182,20 +182,11 @@ def stopped_by_request(instances: Instances):
     held = instances.wait(cluster, lambda a: a["JobStatus"] == HELD, "the stop to hold the job", timeout=120)
     node, files = instances.files(ad)
     disk_kept = files.disk.exists()
-    domain_left = ad["CloudDomain"] in [d.name() for d in _domains(instances, node)]
+    domain_left = ad["CloudDomain"] in [d.name() for d in libvirt_conns[node].listAllDomains()]
     instances.act("Release", cluster)
     again = instances.wait(cluster, lambda a: a["JobStatus"] == 2 and a.get("CloudVMState") == "RUNNING",
                            "running again", timeout=120)
     return ad, rebooted, held, disk_kept, domain_left, again
-
-
-def _domains(instances: Instances, node: str):
-    import libvirt
-    conn = libvirt.open(instances.testbed.libvirt_uri(node))
-    try:
-        return conn.listAllDomains()
-    finally:
-        conn.close()
 
 
 def test_a_reboot_request_reboots_the_guest_with_its_disk(stopped_by_request):

@@ -5,8 +5,9 @@ import random
 import subprocess
 
 import pytest
-import requests
 
+from cloud import guest_page
+from condor_cloud.addresses import lease_file
 from condor_cloud.domain import instance_domain
 from harness import REPO, Testbed, wait_for
 
@@ -55,18 +56,11 @@ def test_vanilla_jobs_run_as_the_submitting_user(vanilla_jobs):
     assert {ad["ExitCode"] for ad in vanilla_jobs.values()} == {0}
 
 
-def lease_address(testbed: Testbed, mac: str) -> str | None:
-    for line in (testbed.state / "dhcp" / "dnsmasq.leases").read_text().splitlines():
-        fields = line.split()
-        if fields[1] == mac:
-            return fields[2]
-    return None
-
-
 @pytest.fixture(scope="module")
 def booted_guests(testbed: Testbed, libvirt_conns):
     """The guest image booted once on every VM host: (host, address, HTTP response)."""
     doms, macs = {}, {}
+    leases = lease_file(testbed.state / "dhcp" / "dnsmasq.leases")
     for host in testbed.vm_hosts:
         overlay = f"/tmp/testbed-guest-{host.name}.qcow2"
         testbed.run(host.name, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
@@ -79,21 +73,14 @@ def booted_guests(testbed: Testbed, libvirt_conns):
     try:
         results = []
         for host in testbed.vm_hosts:
-            address = wait_for(lambda: lease_address(testbed, macs[host.name]), 60,
-                               f"a DHCP lease for the guest on {host.name}")
-            page = wait_for(lambda: _get(f"http://{address}/"), 30, f"HTTP from the guest on {host.name}")
+            address = wait_for(lambda: leases(macs[host.name]), 60,
+                               f"a DHCP lease for the guest on {host.name}")[0]
+            page = wait_for(lambda: guest_page(address), 30, f"HTTP from the guest on {host.name}")
             results.append((host.name, address, page))
         yield results
     finally:
         for dom in doms.values():
             dom.destroy()
-
-
-def _get(url: str) -> str | None:
-    try:
-        return requests.get(url, timeout=2).text
-    except requests.RequestException:
-        return None
 
 
 def test_the_guest_boots_on_every_vm_host_and_gets_a_dhcp_address(testbed: Testbed, booted_guests):

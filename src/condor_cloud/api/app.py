@@ -111,7 +111,7 @@ class Api:
             headers["ETag"] = '"%s"' % hashlib.md5(body.encode()).hexdigest()
         return Response(body, status, headers=headers, media_type=media)
 
-    def html_redirect(self, request: Request, target: str) -> Response:
+    def html_redirect(self, target: str) -> Response:
         return RedirectResponse(target + "?format=html", status_code=303)
 
     # -- routes --------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class Api:
             instance = self.backend.create(params, user)
             log.info("%s created instance %s of %s", user, instance.id, instance.ad.get("CloudImage"))
             if browser_form(request, fmt):
-                return self.html_redirect(request, links("instances"))
+                return self.html_redirect(links("instances"))
             return self.respond(request, fmt, 201, lambda: render.instance_xml(instance, links),
                                 lambda: {"instance": render.instance_json(instance, links)},
                                 lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)),
@@ -243,7 +243,7 @@ class Api:
         instance = self.backend.act(iid, action)
         log.info("%s: %s instance %s", user, action, iid)
         if browser_form(request, fmt):
-            return self.html_redirect(request, links("instances"))
+            return self.html_redirect(links("instances"))
         if instance is None:
             return Response(status_code=204)
         return self.respond(request, fmt, 202, lambda: render.instance_xml(instance, links),
