@@ -1,12 +1,14 @@
-"""make bench: measure launch latency, its floor, and API scale on the testbed.
+"""make bench: launch latency and its floor, image size, a burst, API scale, on the testbed.
 
 Prints one table and writes it as JSON (bench/results.json). Every figure is
-measured in the same run, side by side. Not yet measured (issue 7): launch
-time against image size, cold-cache copy against cp, a 10-instance burst.
+measured in the same run, side by side.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,11 +39,14 @@ def until(condition, timeout: float = 180):
     raise TimeoutError("bench step timed out")
 
 
-def launch_stages(tb: Testbed, api: requests.Session) -> dict[str, float]:
-    """One warm-cache launch through the API, each stage's time since the POST."""
+JSON = {"Accept": "application/json"}
+SIZES = {"32 MiB": None, "1 GiB": 1 << 30, "4 GiB": 4 << 30}  # tiny.img, and it grown (sparse)
+
+
+def launch_stages(tb: Testbed, api: requests.Session, image: str = "tiny.img") -> dict[str, float]:
+    """One launch through the API, each stage's time since the POST."""
     t0 = time.time()
-    r = api.post(api.base + "/instances", data={"image_id": "tiny.img"}, headers={"Accept": "application/json"},
-                 timeout=60)
+    r = api.post(api.base + "/instances", data={"image_id": image}, headers=JSON, timeout=60)
     r.raise_for_status()
     posted = time.time()
     iid = r.json()["instance"]["id"]
@@ -67,8 +72,90 @@ def launch_stages(tb: Testbed, api: requests.Session) -> dict[str, float]:
         "IP in the job ad": ip_seen - t0,
         "guest answers HTTP": answered - t0,
     }
-    api.delete(f"{api.base}/instances/{iid}", timeout=30)
+    destroy(api, [iid])
     return stages
+
+
+def destroy(api: requests.Session, iids: list[str]) -> None:
+    """Destroy instances and wait until they have left the queue (their slots are free)."""
+    for iid in iids:
+        api.delete(f"{api.base}/instances/{iid}", timeout=30)
+    until(lambda: all(api.get(f"{api.base}/instances/{iid}", headers=JSON, timeout=30).status_code == 404
+                      for iid in iids), 300)
+
+
+def publish_sized(tb: Testbed) -> dict[str, str]:
+    """The test guest as images of each size in SIZES (grown sparse), published as admins do."""
+    shared = tb.state / "shared_images"
+    names = {}
+    for label, size in SIZES.items():
+        if size is None:
+            names[label] = "tiny.img"
+            continue
+        name = names[label] = f"bench-{label.replace(' ', '').lower()}.img"
+        staged = shared / "staging" / name
+        shutil.copyfile(tb.guest_image, staged)
+        os.truncate(staged, size)
+        os.rename(staged, shared / name)
+    return names
+
+
+COPY_VS_CP = """
+import shutil, statistics, subprocess, sys, time
+from pathlib import Path
+from condor_cloud.cache import sparse_copy
+src, dest = Path(sys.argv[1]), Path(sys.argv[2])
+ours, cp = [], []
+for _ in range(3):
+    t = time.perf_counter(); sparse_copy(src, dest); ours.append(time.perf_counter() - t); dest.unlink()
+    t = time.perf_counter(); subprocess.run(["cp", src, dest], check=True); cp.append(time.perf_counter() - t)
+    dest.unlink()
+print(statistics.median(ours), statistics.median(cp))
+"""
+
+
+def copy_vs_cp(tb: Testbed, image: str) -> tuple[float, float]:
+    """The cache's copy and cp of IMAGE into node1's local_cache disk (median of 3 each)."""
+    done = tb.run("node1", "python3", "-c", COPY_VS_CP, f"/var/lib/condor-cloud/shared_images/{image}",
+                  "/var/lib/condor-cloud/local_cache/.bench-copy")
+    ours, cp = map(float, done.stdout.split())
+    return ours, cp
+
+
+def burst(tb: Testbed, api: requests.Session, count: int = 10) -> dict[str, float]:
+    """COUNT launches at once: time until every guest answers, and the most VMs one node ran."""
+    import htcondor2
+    import libvirt
+    conns = {h.name: libvirt.open(tb.libvirt_uri(h.name)) for h in tb.vm_hosts}
+    slots = {ad["Machine"].split(".")[0]: min(int(ad["TotalSlotCpus"]), int(ad["TotalSlotMemory"]) // 512)
+             for ad in htcondor2.Collector().query(htcondor2.AdType.Startd, "PartitionableSlot =?= true",
+                                                    ["Machine", "TotalSlotCpus", "TotalSlotMemory"])}
+    most = dict.fromkeys(conns, 0)
+    t0 = time.time()
+
+    def launch(_):
+        r = api.post(api.base + "/instances", data={"image_id": "tiny.img"}, headers=JSON, timeout=60)
+        r.raise_for_status()
+        return r.json()["instance"]["id"]
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        iids = list(pool.map(launch, range(count)))
+
+    def all_answer():
+        for name, conn in conns.items():
+            most[name] = max(most[name], conn.numOfDomains())
+        addresses = [(a := api.get(f"{api.base}/instances/{iid}", headers=JSON, timeout=30)
+                      .json()["instance"]["public_addresses"]) and a[0]["address"] for iid in iids]
+        return all(addresses) and all(guest_page(a) for a in addresses)
+    try:
+        _, answered = until(all_answer, 600)
+    finally:
+        destroy(api, iids)
+        for conn in conns.values():
+            conn.close()
+    worst = max(most, key=lambda n: most[n] / slots[n])
+    return {f"burst of {count}: all guests answer HTTP": answered - t0,
+            f"burst of {count}: most VMs at once on one node ({worst})": most[worst],
+            f"burst of {count}: instance slots of that node": slots[worst]}
 
 
 def floor(tb: Testbed) -> float:
@@ -97,7 +184,7 @@ def api_scale(tb: Testbed, api: requests.Session, count: int = 1000, samples: in
     from condor_cloud.submit import instance_description
     schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, tb.master_fqdn))
     desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
-                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp")
+                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
     desc["hold"] = "true"
     cluster = schedd.submit(htcondor2.Submit(desc), count=count).cluster()
     try:
@@ -133,13 +220,30 @@ def main() -> int:
     launch_stages(tb, api)  # warm the caches of both nodes' first image use
     stages = launch_stages(tb, api)
     floor_s = floor(tb)
-    scale = api_scale(tb, api)
     rows = [("launch, warm cache: " + k, v) for k, v in stages.items()]
     rows += [("floor: virsh create to guest answers (node1)", floor_s),
              ("condor-cloud over the floor (goal <= 2 s)", stages["guest answers HTTP"] - floor_s)]
+    images = publish_sized(tb)
+    try:
+        for label, image in images.items():
+            if image != "tiny.img":
+                rows.append((f"image {label}: cold launch, guest answers HTTP",
+                             launch_stages(tb, api, image)["guest answers HTTP"]))
+            rows.append((f"image {label}: warm launch, guest answers HTTP",
+                         launch_stages(tb, api, image)["guest answers HTTP"]))
+        for label, image in images.items():
+            ours, cp = copy_vs_cp(tb, image)
+            rows += [(f"image {label}: cache copy on node1", ours), (f"image {label}: cp on node1", cp),
+                     (f"image {label}: cache copy / cp (goal <= 1.2)", ours / cp)]
+    finally:
+        for image in images.values():
+            if image != "tiny.img":
+                (tb.state / "shared_images" / image).unlink()
+    rows += list(burst(tb, api).items())
+    scale = api_scale(tb, api)
     rows += [(f"API scale, 1000 held instances: {k}", v) for k, v in scale.items()]
     width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  seconds")
+    print(f"{'measure'.ljust(width)}  seconds (or as named)")
     for k, v in rows:
         print(f"{k.ljust(width)}  {v:7.2f}")
     (REPO / "bench" / "results.json").write_text(json.dumps(dict(rows), indent=2))

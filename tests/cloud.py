@@ -25,13 +25,15 @@ class Instances:
         self.testbed, self.schedd = testbed, schedd
         self.clusters: list[int] = []
 
-    def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256) -> int:
+    def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
+               lease: int = 1200) -> int:
         import htcondor2
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
-                                    logs="/tmp")  # exists on this host (where submit checks it) and the master
+                                    logs="/tmp", lease=lease)  # exists on this host (where submit checks it) and the master
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
+        self.schedd.reschedule()  # as the API does
         self.clusters.append(cluster)
         return cluster
 
@@ -94,6 +96,30 @@ def publish_image(testbed: Testbed, name: str) -> None:
     shared = testbed.state / "shared_images"
     shutil.copyfile(testbed.guest_image, shared / "staging" / name)
     os.rename(shared / "staging" / name, shared / name)
+
+
+# Not the host's own files: kernel views, the project's sources, read-only shares from the master.
+NOT_HOST_FILES = ("/proc", "/sys", "/dev", "/opt/condor-cloud/src", "/var/lib/condor-cloud/shared_images",
+                  "/var/lib/misc")
+
+
+def written_by(testbed: Testbed, host: str, user: str, since: float) -> list[str]:
+    """Paths on HOST's own file systems that USER owns and created or changed since SINCE."""
+    root = testbed.path(host, "")
+    uid = next(int(f[2]) for f in (line.split(":") for line in (root / "etc/passwd").read_text().splitlines())
+               if f[0] == user)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        inner = "/" + os.path.relpath(dirpath, root).removeprefix(".").lstrip("/")
+        dirnames[:] = [d for d in dirnames if os.path.join(inner, d) not in NOT_HOST_FILES]
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if st.st_uid == uid and max(st.st_mtime, st.st_ctime) >= since:
+                found.append(os.path.join(inner, name))
+    return found
 
 
 def holders_of(inner_path: str) -> list[int]:

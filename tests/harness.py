@@ -86,6 +86,18 @@ class Testbed:
     def keeper_pid(self, name: str) -> int:
         return int((self.state / "hosts" / name / "keeper.pid").read_text())
 
+    def pids(self, name: str, program: str) -> list[int]:
+        """PIDs of the processes named PROGRAM that run on host NAME (in its network namespace)."""
+        netns = os.stat(f"/proc/{self.keeper_pid(name)}/ns/net").st_ino
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if (proc / "comm").read_text().strip() == program and os.stat(proc / "ns/net").st_ino == netns:
+                    found.append(int(proc.name))
+            except (OSError, ValueError):
+                continue
+        return found
+
     def path(self, name: str, path: str) -> Path:
         """PATH inside host NAME's root, as seen from the test process."""
         return Path(f"/proc/{self.keeper_pid(name)}/root{self.state}/hosts/{name}/root{path}")

@@ -2,9 +2,10 @@
 
 Each image is copied once per node: under a per-image file lock (any number
 of concurrent jobs wait for the one copy), to a temporary name, then renamed
-in atomically. Beside each copy, ``<id>.json`` records its size, SHA-256 and
-mtime and the source's size and mtime: a copy whose size or mtime changed,
-or whose source changed, is copied again. Every copy is logged in
+in atomically. Beside each copy, ``<id>.json`` records its size and mtime and
+the source's size and mtime: a copy whose size or mtime changed (truncated,
+written to), or whose source changed, is copied again. Copies read only the
+source's data extents, so a sparse image costs what its data costs. Every copy is logged in
 ``copies.log`` (time, image, bytes), an audit trail for admins. Least recently used images that
 no instance uses are evicted to respect the size limit.
 """
@@ -18,7 +19,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from filelock import FileLock
 
@@ -33,7 +34,6 @@ LOCK_TIMEOUT = 3600
 @dataclass
 class Entry:
     size: int
-    sha256: str
     mtime_ns: int
     source_size: int
     source_mtime_ns: int
@@ -78,11 +78,6 @@ class ImageCache:
             return False
         return (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns)
 
-    def verify(self, image_id: str) -> bool:
-        """Does the cached copy still match its recorded checksum (reads it all)?"""
-        entry = self.entry(image_id)
-        return entry is not None and sha256_of(self.path(image_id)) == entry.sha256
-
     def ensure(self, image: Image, in_use: Iterable[str] = ()) -> Path:
         """The cached copy of IMAGE, copying it first if it is missing or stale."""
         with self._lock(image.id):
@@ -105,7 +100,7 @@ class ImageCache:
         self._meta(image.id).unlink(missing_ok=True)
         dest.unlink(missing_ok=True)
         try:
-            digest = sparse_copy(image.path, tmp)
+            sparse_copy(image.path, tmp)
             os.chmod(tmp, 0o644)
             src = image.path.stat()
             if (src.st_size, src.st_mtime_ns) != (image.size, image.mtime_ns):
@@ -123,7 +118,7 @@ class ImageCache:
             tmp.unlink(missing_ok=True)
             raise
         st = dest.stat()
-        entry = Entry(st.st_size, digest, st.st_mtime_ns, image.size, image.mtime_ns, time.time())
+        entry = Entry(st.st_size, st.st_mtime_ns, image.size, image.mtime_ns, time.time())
         _write_atomic(self._meta(image.id), json.dumps(asdict(entry)))
         with open(self.root / "copies.log", "a") as audit:
             audit.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {image.id} {st.st_size}\n")
@@ -164,24 +159,52 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None = None) -> str:
-    """Copy SRC to DEST, leaving holes where SRC reads as zeros; return SRC's SHA-256.
-    PROGRESS, if given, is called with the size of each chunk copied."""
-    h = hashlib.sha256()
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each data extent of the open file FD; everything else is a hole.
+    File systems without SEEK_DATA report one extent, the whole file."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole from POS to the end
+                return
+            if e.errno != errno.EINVAL:
+                raise
+            yield pos, size
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        pos = end
+
+
+def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None = None) -> None:
+    """Copy SRC to DEST reading only SRC's data extents; zero blocks in them stay holes too.
+    PROGRESS, if given, is called with the number of bytes of SRC done at each step."""
     zero = bytes(HOLE)
     with open(src, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            h.update(chunk)
-            view = memoryview(chunk)
-            for start in range(0, len(chunk), HOLE):
-                block = view[start:start + HOLE]
-                if block == zero[:len(block)]:
-                    fout.seek(len(block), os.SEEK_CUR)
-                else:
-                    fout.write(block)
-            if progress:
-                progress(len(chunk))
-        fout.truncate()
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        for start, end in data_extents(fin.fileno(), size):
+            if progress and start > done:
+                progress(start - done)
+            fin.seek(start)
+            fout.seek(start)
+            pos = start
+            while pos < end and (chunk := fin.read(min(CHUNK, end - pos))):
+                view = memoryview(chunk)
+                for offset in range(0, len(chunk), HOLE):
+                    block = view[offset:offset + HOLE]
+                    if block == zero[:len(block)]:
+                        fout.seek(len(block), os.SEEK_CUR)
+                    else:
+                        fout.write(block)
+                pos += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            done = pos
+        if progress and size > done:
+            progress(size - done)
+        fout.truncate(size)
         fout.flush()
         os.fsync(fout.fileno())
-    return h.hexdigest()

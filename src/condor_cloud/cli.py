@@ -62,7 +62,8 @@ def import_image(settings: Settings, source: Path, name: str | None, progress: b
         from tqdm import tqdm
         with tqdm(total=size, unit="B", unit_scale=True, desc=image_id, disable=not progress,
                   file=sys.stderr) as bar:
-            source_hash = sparse_copy(source, tmp, bar.update)
+            sparse_copy(source, tmp, bar.update)
+        source_hash = sha256_of(source)
         if sha256_of(tmp) != source_hash or tmp.stat().st_size != size:
             raise CloudError(f"the copy of {source} does not match it; nothing was published")
         os.chmod(tmp, 0o644)
@@ -152,8 +153,9 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--cpus", type=int, help="CPUs, where the profile allows")
     launch.add_argument("--user-data", help="user data, base64")
     launch.add_argument("--owner", default=os.environ.get("USER", "cli"), help="owner to record")
-    for action in ("stop", "start", "reboot", "destroy", "console"):
+    for action in ("stop", "start", "reboot", "destroy"):
         inst.add_parser(action, help=f"{action} an instance").add_argument("id")
+    inst.add_parser("console", help="print the end of a running instance's serial console").add_argument("id")
     areas.add_parser("nodes", help="nodes with their free resources and cached images")
     areas.add_parser("status", help="a summary of the cloud")
     return p

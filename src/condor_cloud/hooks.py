@@ -36,7 +36,7 @@ def prepare_job_main() -> int:
         message = f"condor-cloud could not prepare the instance: {e}"
         log.error("%s", message)
         # A hold with this reason (HookStatusCode 1..299 holds the job).
-        print(f"HookStatusCode = 1\nHookStatusMessage = {classad2.quote(message)}")
+        print(classad2.ClassAd({"HookStatusCode": 1, "HookStatusMessage": message}).printOld())
         return 1
     return 0
 

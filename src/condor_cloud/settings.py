@@ -45,6 +45,11 @@ class Settings:
     hardware_profiles: str = "small:512:1, medium:1024:2, large:2048:4"
     # Largest user_data accepted, in base64 characters.
     user_data_limit: int = 65535
+    # Seconds an instance's job lease lasts (condor's JobLeaseDuration): a
+    # running instance outlives an unreachable schedd this long before its
+    # node stops it, and an instance whose node died (or whose startd was
+    # restarted) shows as running this long before it is queued again.
+    job_lease: int = 1200
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> Settings:

@@ -38,7 +38,7 @@ def new_mac(taken: Iterable[str] = ()) -> str:
 
 
 def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
-                         wrapper: str, logs: str, hardware_profile: str = "",
+                         wrapper: str, logs: str, lease: int, hardware_profile: str = "",
                          realm: str = "default") -> dict[str, str]:
     """Submit commands for one instance (for htcondor2.Submit); every value here is
     checked by condor-cloud (ids, numbers, paths), none is free text from a user."""
@@ -70,8 +70,9 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         # Prefer nodes that already cache the image.
         "rank": f"ifThenElse(member(MY.{A.IMAGE}, TARGET.CloudCachedImages) =?= true, 1, 0)",
         "job_max_vacate_time": "90",
-        # Running instances outlive a schedd restart.
-        "job_lease_duration": "3600",
+        # Running instances outlive a schedd restart, and instances of a
+        # dead node are started again, after this long.
+        "job_lease_duration": str(int(lease)),
         "on_exit_hold": f"ExitCode =?= {A.EXIT_STOPPED} || ExitCode =?= {A.EXIT_FAILED}",
         "on_exit_hold_reason": (f'ifThenElse(ExitCode =?= {A.EXIT_STOPPED}, '
                                 f'"Stopped on request; start the instance to boot it again", '

@@ -1,15 +1,16 @@
-"""Faults: libvirtd or the API restarting, a full cache, an image withdrawn."""
+"""Faults: libvirtd, the API or a startd dying, a full cache, an image withdrawn."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
 
-from cloud import CACHE, HELD, RUNNING, Instances, publish_image, wait_page
+from cloud import CACHE, HELD, RUNNING, Instances, guest_page, publish_image, wait_page
 from harness import REPO, Testbed, wait_for
 
 
@@ -72,6 +73,37 @@ def test_a_full_cache_keeps_no_half_written_entry(full_cache):
     name, _, cache = full_cache
     assert not [f for f in cache if name in f]
     assert "tiny.img" in cache
+
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def eight_at_once(testbed: Testbed, instances: Instances):
+    """Eight instances of an uncached image submitted together to node1."""
+    name = f"eight-{uuid.uuid4().hex[:6]}.img"
+    publish_image(testbed, name)
+    clusters = [instances.submit(name, on_host="node1") for _ in range(8)]
+    ads = [instances.wait(c, lambda ad: ad.get("CloudVMState") == "RUNNING", "its domain to start", timeout=180)
+           for c in clusters]
+    copies = [line for line in testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
+              if line.split()[1] == name]
+    cached = sorted(p.name for p in testbed.path("node1", CACHE).iterdir() if name in p.name)
+    for cluster in clusters:
+        instances.act("Remove", cluster)
+    (testbed.state / "shared_images" / name).unlink()
+    return name, ads, copies, cached
+
+
+def test_eight_instances_of_an_uncached_image_started_together_all_run(eight_at_once):
+    _, ads, _, _ = eight_at_once
+    assert len({ad["CloudDomain"] for ad in ads}) == 8
+
+
+def test_they_make_one_cache_copy(eight_at_once):
+    name, _, copies, cached = eight_at_once
+    assert len(copies) == 1
+    assert cached == [name, f"{name}.json"]
 
 
 # -- daemons restarting under running instances -------------------------------------------------
@@ -144,3 +176,91 @@ def test_the_restarted_api_lists_the_running_instances(api_killed):
     _, _, listed, (cluster, _) = api_killed
     assert listed.status_code == 200
     assert f"{cluster}.0" in [i["id"] for i in listed.json()["instances"]]
+
+
+
+# -- the schedd restarted under a running instance ------------------------------------------------
+
+def boots(page: str) -> int:
+    return int(page.rsplit("boots", 1)[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def schedd_restarted(testbed: Testbed, api, instances: Instances, libvirt_conns, survivor):
+    cluster, ad = survivor
+    address = ad["CloudAddresses"]
+    domain_id = libvirt_conns["node1"].lookupByName(ad["CloudDomain"]).ID()
+    booted = boots(wait_page(address, "boots"))
+    [old] = testbed.pids("master", "condor_schedd")
+    testbed.run("master", "condor_restart", "-daemon", "schedd")
+    wait_for(lambda: testbed.pids("master", "condor_schedd") not in ([], [old]), 60, "a new schedd")
+
+    def listed():
+        r = api.get(f"{api.base}/instances/{cluster}.0", headers={"Accept": "application/json"}, timeout=30)
+        return r.status_code == 200 and r.json()["instance"]
+    shown = wait_for(listed, 120, "the API to show the instance again")
+    page = guest_page(address)
+    same_domain = libvirt_conns["node1"].lookupByID(domain_id).name() == ad["CloudDomain"]
+    # The job's new shadow has reconnected when a request reaches the wrapper.
+    instances.request(cluster, "reboot")
+    rebooted = wait_page(address, f"boots {booted + 1}", 120)
+    return shown, page, same_domain, rebooted
+
+
+def test_an_instance_keeps_running_through_a_schedd_restart(schedd_restarted):
+    _, page, same_domain, _ = schedd_restarted
+    assert page and same_domain
+
+
+def test_the_api_shows_it_again_after_a_schedd_restart(schedd_restarted):
+    shown, *_ = schedd_restarted
+    assert shown["state"] == "RUNNING" and shown["public_addresses"]
+
+
+def test_requests_reach_it_after_the_schedd_reconnects(schedd_restarted):
+    assert schedd_restarted[3]
+
+
+# -- a node's startd killed under a running instance ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def startd_killed(testbed: Testbed, instances: Instances, libvirt_conns):
+    """An instance with a 60 s job lease running on the master (the other instances here run on
+    node1), whose startd is then killed (SIGKILL); condor_master starts a new startd, which knows
+    nothing of the old claim."""
+    import libvirt
+    conn = libvirt_conns["master"]
+    cluster = instances.submit(on_host="master", lease=60)
+    ad = instances.wait_address(cluster)
+    domain_id = conn.lookupByName(ad["CloudDomain"]).ID()
+    [startd] = testbed.pids("master", "condor_startd")
+    os.kill(startd, signal.SIGKILL)
+    killed, killed_at = time.monotonic(), time.time()
+
+    def domain_running(find) -> bool:
+        try:
+            return bool(find().isActive())
+        except libvirt.libvirtError:
+            return False
+    wait_for(lambda: not domain_running(lambda: conn.lookupByID(domain_id)), 120,
+             "the instance's domain to be destroyed")
+    destroyed_after = time.monotonic() - killed
+    again = instances.wait(cluster, lambda ad: ad.get("JobCurrentStartDate", 0) > killed_at,
+                           "the instance to start again", timeout=300)
+    new_domain = wait_for(lambda: domain_running(lambda: conn.lookupByName(ad["CloudDomain"])), 60,
+                          "its domain to run again")
+    return destroyed_after, again, new_domain, wait_page(ad["CloudAddresses"], "boots")
+
+
+def test_the_vms_of_a_killed_startd_are_destroyed(startd_killed):
+    destroyed_after, *_ = startd_killed
+    assert destroyed_after < 60
+
+
+def test_an_instance_of_a_killed_startd_is_started_again_after_its_job_lease(startd_killed):
+    _, ad, domain_active, _ = startd_killed
+    assert ad["JobStatus"] == RUNNING and domain_active
+
+
+def test_it_boots_again_from_a_fresh_disk(startd_killed):
+    assert "boots 1" in startd_killed[3]

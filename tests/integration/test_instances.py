@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cloud import (CACHE, HELD, INSTANCES, Instances, guest_page, holders_of, publish_image,
-                   wait_page)
+                   wait_page, written_by)
 from condor_cloud.instance import instance_key
 from harness import Testbed, wait_for
 
@@ -111,9 +111,10 @@ def fresh_image(testbed: Testbed) -> str:
 @pytest.fixture(scope="module")
 def two_at_once(instances: Instances, fresh_image: str):
     """Two instances of an uncached image started together on node1."""
+    since = time.time() - 1  # file times have a coarser clock than time()
     clusters = [instances.submit(fresh_image, on_host="node1") for _ in range(2)]
     ads = [instances.wait_address(c) for c in clusters]
-    return clusters, ads
+    return clusters, ads, since
 
 
 def test_two_jobs_of_an_uncached_image_make_one_cache_copy(testbed, two_at_once, fresh_image):
@@ -124,6 +125,22 @@ def test_two_jobs_of_an_uncached_image_make_one_cache_copy(testbed, two_at_once,
 def test_both_guests_boot_from_that_one_copy(testbed, two_at_once):
     for ad in two_at_once[1]:
         wait_page(ad["CloudAddresses"], "boots 1")
+
+
+def test_the_hooks_and_wrapper_run_as_the_job_user(testbed, two_at_once, fresh_image):
+    clusters, ads, since = two_at_once
+    assert f"{CACHE}/{fresh_image}" in written_by(testbed, "node1", "condor-cloud", since)
+    for ad in ads:
+        assert f"{INSTANCES}/{instance_key(ad['GlobalJobId'])}/disk.qcow2" in written_by(
+            testbed, "node1", "condor-cloud", since)
+
+
+def test_the_job_user_writes_only_in_the_cache_its_instance_dir_and_its_scratch_dir(testbed, two_at_once):
+    execute = testbed.run("node1", "condor_config_val", "EXECUTE").stdout.strip()
+    written = written_by(testbed, "node1", "condor-cloud", two_at_once[2])
+    assert written
+    allowed = (CACHE, INSTANCES, execute)
+    assert [p for p in written if not any(p == d or p.startswith(d + "/") for d in allowed)] == []
 
 
 def test_a_job_goes_to_the_node_that_caches_its_image(instances, testbed, two_at_once, fresh_image, collector):
@@ -155,6 +172,15 @@ def test_a_missing_image_holds_the_job_with_a_reason(instances: Instances):
     cluster = instances.submit("no-such-image.img")
     ad = instances.wait(cluster, lambda ad: ad["JobStatus"] == HELD, "hold", timeout=60)
     assert "no-such-image.img" in ad["HoldReason"] and "shared_images" in ad["HoldReason"]
+
+
+@pytest.mark.parametrize("image", ["../../../etc/passwd", "/etc/passwd", "staging/tiny.img", ".hidden.img"])
+def test_a_job_ad_naming_a_file_outside_the_images_is_held_before_anything_is_read(instances, image):
+    """The hook refuses it even when the job did not come through the API."""
+    cluster = instances.submit(image)
+    ad = instances.wait(cluster, lambda ad: ad["JobStatus"] == HELD, "hold", timeout=60)
+    assert "image id" in ad["HoldReason"]
+    assert ad.get("CloudDiskNode") is None
 
 
 def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvirt_conns):

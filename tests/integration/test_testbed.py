@@ -100,3 +100,32 @@ def test_the_client_reaches_condor_and_libvirt_with_testbed_run(testbed: Testbed
     v = subprocess.run([REPO / "testbed" / "run", "virsh", "-c", "qemu:///system", "list", "--all"],
                        capture_output=True, text=True)
     assert v.returncode == 0, v.stderr
+
+
+# -- the pool's daemons authenticate each other; nothing is granted to strangers --------
+
+NO_TOKENS = ("env", "_CONDOR_SEC_TOKEN_SYSTEM_DIRECTORY=/nonexistent", "_CONDOR_SEC_TOKEN_DIRECTORY=/nonexistent")
+
+
+def test_a_node_joins_the_pool_with_its_pool_token(testbed: Testbed, collector):
+    import htcondor2
+    [ad] = collector.query(htcondor2.AdType.Startd, f'Machine == "{testbed.fqdn("node1")}" && PartitionableSlot',
+                           ["AuthenticationMethod", "AuthenticatedIdentity"])
+    domain = testbed.env["CONDOR_CLOUD_TESTBED_DOMAIN"]
+    assert (ad["AuthenticationMethod"], ad["AuthenticatedIdentity"]) == ("IDTOKENS", f"condor@{domain}")
+
+
+def test_a_peer_without_credentials_can_read_nothing(testbed: Testbed):
+    for tool in (["condor_status"], ["condor_q", "-name", testbed.master_fqdn]):
+        done = testbed.run("client", *NO_TOKENS, *tool, check=False)
+        assert done.returncode != 0 and "slot1@" not in done.stdout
+
+
+def test_a_user_cannot_advertise_a_machine_into_the_pool(testbed: Testbed, collector):
+    import htcondor2
+    ad = testbed.path("client", "/tmp/intruder.ad")
+    ad.write_text('MyType = "Machine"\nName = "slot1@intruder.cloud.testbed"\nMachine = "intruder.cloud.testbed"\n'
+                  'MyAddress = "<198.18.0.9:9618>"\nRequirements = true\n')
+    done = testbed.run("client", "condor_advertise", "UPDATE_STARTD_AD", "/tmp/intruder.ad", check=False)
+    assert done.returncode != 0
+    assert not collector.query(htcondor2.AdType.Startd, 'Machine == "intruder.cloud.testbed"', ["Name"])

@@ -1,11 +1,11 @@
-"""The node's image cache: one verified copy per image, concurrency-safe, LRU eviction."""
+"""The node's image cache: one checked copy per image, concurrency-safe, LRU eviction."""
 import multiprocessing
 import os
 import time
 
 import pytest
 
-from condor_cloud.cache import ImageCache
+from condor_cloud.cache import ImageCache, sparse_copy
 from condor_cloud.errors import CacheError
 from condor_cloud.images import find_image
 
@@ -46,12 +46,34 @@ def test_the_copy_stays_sparse(shared, cache):
     assert path.stat().st_blocks * 512 < MiB
 
 
-def test_the_recorded_checksum_verifies_the_copy(shared, cache):
+def test_a_copy_written_to_in_place_is_detected_and_copied_again(shared, cache):
+    original = (shared / "a.img").read_bytes()
     cache.ensure(find_image(shared, "a.img"))
-    assert cache.verify("a.img")
+    time.sleep(0.01)
     with open(cache.path("a.img"), "r+b") as f:
         f.write(b"corrupt")
-    assert not cache.verify("a.img")
+    assert cache.ensure(find_image(shared, "a.img")).read_bytes() == original
+    assert copies(cache) == ["a.img", "a.img"]
+
+
+def test_a_sparse_copy_reads_only_data_and_keeps_the_contents(tmp_path):
+    src = tmp_path / "big.img"
+    with open(src, "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(5 * MiB)
+        f.write(b"data" * 1000)
+        f.seek((1 << 30) - 4)
+        f.write(b"tail")
+    done = []
+    sparse_copy(src, tmp_path / "copy.img", done.append)
+    copy = tmp_path / "copy.img"
+    assert copy.stat().st_size == src.stat().st_size == sum(done)
+    assert copy.stat().st_blocks * 512 < MiB
+    with open(src, "rb") as a, open(copy, "rb") as b:
+        for offset in (0, 5 * MiB, (1 << 30) - 4096):
+            a.seek(offset)
+            b.seek(offset)
+            assert a.read(8192) == b.read(8192)
 
 
 def test_a_truncated_copy_is_detected_and_copied_again(shared, cache):

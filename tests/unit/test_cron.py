@@ -44,7 +44,7 @@ def test_other_domains_are_left_alone(conn, tmp_path):
 
 def test_the_machine_ad_lists_cached_images_and_health(tmp_path):
     (tmp_path / "tiny.img").write_bytes(b"x")
-    (tmp_path / "tiny.img.json").write_text('{"size": 1, "sha256": "", "mtime_ns": 0, "source_size": 1, '
+    (tmp_path / "tiny.img.json").write_text('{"size": 1, "mtime_ns": 0, "source_size": 1, '
                                             '"source_mtime_ns": 0, "last_used": 0}')
     ad = machine_attributes(Settings(local_cache=tmp_path, cache_size_limit_mib=10), libvirt_ok=True)
     assert list(ad["CloudCachedImages"]) == ["tiny.img"]

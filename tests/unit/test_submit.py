@@ -33,9 +33,10 @@ def test_new_macs_avoid_taken_ones():
 
 def test_the_description_selects_the_hooks_and_the_wrapper():
     d = instance_description(image_id="tiny.img", memory_mib=512, cpus=2, mac="52:54:00:00:00:01",
-                             wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/logs")
+                             wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/logs", lease=600)
     assert d["My.HookKeyword"] == '"CLOUD"'
     assert d["executable"] == "/usr/libexec/condor-cloud/vm-wrapper"
     assert (d["request_memory"], d["request_cpus"]) == ("512", "2")
     assert "CloudCachedImages" in d["rank"]
     assert not [k for k in d if "Name" in k or "UserData" in k]
+    assert d["job_lease_duration"] == "600"

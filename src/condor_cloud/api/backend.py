@@ -163,12 +163,14 @@ class Backend:
         macs = {ad.get(A.MAC) for ad in self._jobs()}
         desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
                                     wrapper=self.settings.wrapper, logs=str(self.settings.logs),
+                                    lease=self.settings.job_lease,
                                     hardware_profile=hwp_id, realm=realm)
 
         def submit(s) -> str:
             iid = f"{s.submit(htcondor2.Submit(desc)).cluster()}.0"
             for attr, value in attributes.items():
                 s.edit(_job_constraint(iid), attr, value)
+            s.reschedule()  # a negotiation cycle now rather than at the next interval
             return iid
         iid = self._call("submit the instance", submit, retry=False)  # never submit twice
         self._changed()
@@ -190,6 +192,7 @@ class Backend:
             def start(s):  # the stop request is done: keep its serial, drop its action
                 s.edit(constraint, A.REQUEST, classad2.quote(A.request_value(serial, "")))
                 s.act(htcondor2.JobAction.Release, constraint)
+                s.reschedule()
             self._call("start the instance", start)
         else:  # stop, reboot: a request the node's wrapper carries out
             value = classad2.quote(A.request_value(serial + 1, action))
