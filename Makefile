@@ -21,6 +21,6 @@ test:
 unit-test:
 	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)
 
-# Launch latency stages next to their floor, and API scale (bench/run.py).
+# Launch latency next to its floor, image size, a burst, API scale (bench/run.py).
 bench:
 	$(PYTHON) bench/run.py

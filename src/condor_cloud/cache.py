@@ -27,7 +27,6 @@ from condor_cloud.errors import CacheError
 from condor_cloud.images import Image, check_image_id
 
 CHUNK = 4 << 20
-HOLE = 64 << 10   # zero blocks of this size stay holes in the copy
 LOCK_TIMEOUT = 3600
 
 
@@ -178,33 +177,46 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
+def _copy_extent(fin: int, fout: int, start: int, end: int) -> Iterator[int]:
+    """Copy bytes START to END of FIN to the same place in FOUT, in the kernel where it
+    can (copy_file_range); yields the bytes done at each step."""
+    zero = bytes(CHUNK)
+    in_kernel = True
+    pos = start
+    while pos < end:
+        n = min(CHUNK, end - pos)
+        if in_kernel:
+            try:
+                done = os.copy_file_range(fin, fout, n, pos, pos)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                in_kernel = False  # e.g. from NFS to a local disk: read and write
+                continue
+        else:
+            data = os.pread(fin, n, pos)
+            done = len(data) if data == zero[:len(data)] else os.pwrite(fout, data, pos)  # zeros stay holes
+        if done == 0:  # FIN shrank; the caller notices the size change
+            return
+        pos += done
+        yield done
+
+
 def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None = None) -> None:
-    """Copy SRC to DEST reading only SRC's data extents; zero blocks in them stay holes too.
+    """Copy SRC to DEST reading only SRC's data extents, so holes stay holes, and make it durable.
     PROGRESS, if given, is called with the number of bytes of SRC done at each step."""
-    zero = bytes(HOLE)
     with open(src, "rb") as fin, open(dest, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         done = 0
         for start, end in data_extents(fin.fileno(), size):
             if progress and start > done:
-                progress(start - done)
-            fin.seek(start)
-            fout.seek(start)
-            pos = start
-            while pos < end and (chunk := fin.read(min(CHUNK, end - pos))):
-                view = memoryview(chunk)
-                for offset in range(0, len(chunk), HOLE):
-                    block = view[offset:offset + HOLE]
-                    if block == zero[:len(block)]:
-                        fout.seek(len(block), os.SEEK_CUR)
-                    else:
-                        fout.write(block)
-                pos += len(chunk)
+                progress(start - done)  # a hole
+            done = start
+            for step in _copy_extent(fin.fileno(), fout.fileno(), start, end):
+                done += step
                 if progress:
-                    progress(len(chunk))
-            done = pos
+                    progress(step)
         if progress and size > done:
             progress(size - done)
         fout.truncate(size)
-        fout.flush()
         os.fsync(fout.fileno())

@@ -40,6 +40,7 @@ from condor_cloud.virt import connect, resolve_domain_type
 log = logging.getLogger("condor-cloud")
 
 TICK = 1.0               # how often the guest is checked
+ADDRESS_POLL = 0.2       # how often, until the guest has an address, its address is looked for
 REQUEST_POLL = 2.0       # how often the job ad is read for requests
 ADDRESS_RECHECK = 30.0   # how often a known address is checked again
 CONSOLE_LOG = "console.log"
@@ -193,7 +194,7 @@ class Wrapper:
             now = time.monotonic()
             if now >= next_address_check:
                 self.check_addresses()
-                next_address_check = now + (ADDRESS_RECHECK if self.addresses else TICK)
+                next_address_check = now + (ADDRESS_RECHECK if self.addresses else ADDRESS_POLL)
             if now >= next_request_poll:
                 last_request = self.check_requests(last_request)
                 next_request_poll = now + REQUEST_POLL
@@ -201,7 +202,7 @@ class Wrapper:
                 log.info("instance %s: guest did not power off in %ss; destroying",
                          self.spec.key, self.settings.shutdown_timeout)
                 self.destroy()
-            time.sleep(TICK)
+            time.sleep(TICK if self.addresses else ADDRESS_POLL)
         log.info("instance %s: guest is off", self.spec.key)
         self.report(A.VM_STATE, A.STOPPED)
         return A.EXIT_STOPPED if self.shutdown_keep else 0

@@ -1,6 +1,7 @@
 """The Deltacloud API on the testbed's master: documents, errors, and an instance's life."""
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -86,6 +87,25 @@ def test_instances_need_credentials(api):
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"].startswith("Basic")
     assert xml(r).tag == "error"
+
+
+# Only the entry points a client reads before it has credentials (as in Deltacloud).
+PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}"}
+
+
+def every_route() -> list[tuple[str, str]]:
+    """(method, path) of every route the API serves, with its parameters filled in."""
+    from condor_cloud.api.app import create_app
+    values = {"id": "1.0", "action": "stop"}
+    return [(method, re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m[1]], route.path))
+            for route in create_app(backend=None, credentials=None).routes if route.path not in PUBLIC
+            for method in sorted(route.methods - {"HEAD"})]
+
+
+@pytest.mark.parametrize("method,path", every_route())
+def test_every_other_route_needs_credentials(api, method, path):
+    r = requests.request(method, api.base.removesuffix("/api") + path, headers=XML, timeout=10)
+    assert r.status_code == 401
 
 
 def test_wrong_credentials_are_refused(api):

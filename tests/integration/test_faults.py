@@ -45,6 +45,38 @@ def test_an_image_withdrawn_while_cached_holds_new_instances_with_a_reason(withd
     assert name in ad["HoldReason"] and "not in" in ad["HoldReason"]
 
 
+@pytest.fixture(scope="module", params=["truncated", "written to"])
+def damaged_copy(request, testbed: Testbed, instances: Instances):
+    """An image cached on node1 whose copy is then damaged, and launched again there."""
+    name = f"damaged-{uuid.uuid4().hex[:6]}.img"
+    publish_image(testbed, name)
+    first = instances.submit(name, on_host="node1")
+    instances.wait(first, lambda ad: ad.get("CloudVMState") == "RUNNING", "the first instance to run")
+    instances.act("Remove", first)
+    instances.wait_gone(first, 120)
+    copy = testbed.path("node1", f"{CACHE}/{name}")
+    if request.param == "truncated":
+        os.truncate(copy, copy.stat().st_size // 2)
+    else:
+        with open(copy, "r+b") as f:
+            f.write(b"\xff" * 4096)
+    again = instances.submit(name, on_host="node1")
+    page = wait_page(instances.wait_address(again)["CloudAddresses"], "boots")
+    copies = [line for line in testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
+              if line.split()[1] == name]
+    instances.act("Remove", again)
+    (testbed.state / "shared_images" / name).unlink()
+    return page, copies
+
+
+def test_a_damaged_cached_copy_is_copied_again(damaged_copy):
+    assert len(damaged_copy[1]) == 2
+
+
+def test_the_guest_boots_from_the_fresh_copy(damaged_copy):
+    assert "boots 1" in damaged_copy[0]
+
+
 @pytest.fixture(scope="module")
 def full_cache(testbed: Testbed, instances: Instances):
     """node1's cache limited to 40 MiB while an instance uses tiny.img (32 MiB): another image cannot fit."""

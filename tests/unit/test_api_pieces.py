@@ -1,5 +1,6 @@
 """Hardware profiles, instance states and credentials, each on its own."""
 import base64
+import hmac
 import os
 
 import pytest
@@ -22,7 +23,7 @@ def test_overrides_are_checked_against_the_profile():
     flex = parse_profiles("flex:256-2048:1|2|4")["flex"]
     assert flex.memory.accept("1000") == 1000
     assert flex.memory.accept(None) == 256
-    for raw in ("4096", "abc", "-1"):
+    for raw in ("4096", "abc", "-1", "1_000", " 512", "٥١٢", "512.0", "9" * 40):
         with pytest.raises(ParameterError):
             flex.memory.accept(raw)
     with pytest.raises(ParameterError, match="one of 1, 2, 4"):
@@ -74,6 +75,15 @@ def test_good_credentials_name_the_user(creds):
                                     basic("nobody", "s3cret"), basic("admin", "")])
 def test_bad_credentials_are_refused(creds, header):
     assert creds.check(header) is None
+
+
+@pytest.mark.parametrize("user", ["admin", "nobody"])
+def test_passwords_are_compared_in_constant_time_for_known_and_unknown_users(creds, monkeypatch, user):
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    creds.check(basic(user, "guess"))
+    assert compared and compared[0][0] == b"guess"
 
 
 def test_a_credentials_file_readable_by_others_is_refused(tmp_path):

@@ -1,4 +1,5 @@
 """The node's image cache: one checked copy per image, concurrency-safe, LRU eviction."""
+import errno
 import multiprocessing
 import os
 import time
@@ -56,7 +57,16 @@ def test_a_copy_written_to_in_place_is_detected_and_copied_again(shared, cache):
     assert copies(cache) == ["a.img", "a.img"]
 
 
-def test_a_sparse_copy_reads_only_data_and_keeps_the_contents(tmp_path):
+@pytest.fixture(params=["in the kernel", "across file systems"])
+def copy_path(request, monkeypatch):
+    """copy_file_range, or the read/write fallback (copy_file_range refuses some file system pairs)."""
+    if request.param == "across file systems":
+        def cross_device(*args):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", cross_device)
+
+
+def test_a_sparse_copy_reads_only_data_and_keeps_the_contents(tmp_path, copy_path):
     src = tmp_path / "big.img"
     with open(src, "wb") as f:
         f.truncate(1 << 30)

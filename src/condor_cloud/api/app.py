@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -316,7 +317,6 @@ def create_app(backend: Backend, credentials: Credentials) -> Starlette:
     app.add_exception_handler(HTTPException, on_starlette_error)
     app.add_exception_handler(Exception, on_unexpected)
 
-    @app.middleware("http")
     async def deltacloud_headers(request: Request, call_next):
         if sum(len(k) + len(v) for k, v in request.headers.items()) > MAX_HEADER_BYTES:
             response = error(request, 431, "request headers are too large")
@@ -326,4 +326,5 @@ def create_app(backend: Backend, credentials: Credentials) -> Starlette:
         response.headers["X-Deltacloud-Driver"] = render.DRIVER
         return response
 
+    app.add_middleware(BaseHTTPMiddleware, dispatch=deltacloud_headers)
     return app

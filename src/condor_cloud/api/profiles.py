@@ -1,9 +1,12 @@
 """Hardware profiles: named memory and CPU sizes, fixed, ranges or choices."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from condor_cloud.errors import CloudError
+
+DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 class ParameterError(CloudError):
@@ -26,10 +29,9 @@ class Property:
         """The value for a create request (RAW from hwp_memory/hwp_cpu, or None)."""
         if raw is None or raw == "":
             return self.default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ParameterError(f"{self.param} must be a whole number of {self.unit}, not {raw!r}") from None
+        if not DIGITS.fullmatch(raw):  # not int(): it takes "1_024", " 2" and non-ASCII digits
+            raise ParameterError(f"{self.param} must be a whole number of {self.unit}, not {raw!r}")
+        value = int(raw)
         ok = (value == self.values[0] if self.kind == "fixed" else
               self.values[0] <= value <= self.values[1] if self.kind == "range" else value in self.values)
         if not ok:
