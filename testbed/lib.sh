@@ -21,7 +21,10 @@ LAN_PREFIX=198.18.0
 LAN_NETNS=cc-lan
 LAN_BRIDGE=lan0
 LAN_ADDR=$LAN_PREFIX.1
-DHCP_RANGE="$LAN_PREFIX.100,$LAN_PREFIX.199,255.255.255.0,1h"
+# Every instance has a new MAC, so every launch takes a lease: short leases
+# (dnsmasq's shortest; guests renew every minute) give the addresses of
+# ended guests back before a test run or a bench burst uses up the range.
+DHCP_RANGE="$LAN_PREFIX.100,$LAN_PREFIX.250,255.255.255.0,2m"
 # name:address:role  (role: master | node | client)
 HOSTS=(
   "master:$LAN_PREFIX.2:master"

@@ -35,7 +35,7 @@ def collector(testbed: Testbed):
 
 class FreshSchedd:
     """The master's schedd, located anew for every call: tests restart it, and a
-    restarted schedd has a new address."""
+    restarted schedd has a new address and knows none of our security sessions."""
 
     def __init__(self, collector, name: str):
         self._collector, self._name = collector, name
@@ -43,9 +43,24 @@ class FreshSchedd:
     def __getattr__(self, attr: str):
         import htcondor2
 
-        def located():  # None while a restarted schedd has not advertised itself yet
-            return self._collector.locate(htcondor2.DaemonType.Schedd, self._name)
-        return getattr(htcondor2.Schedd(wait_for(located, 60, f"the schedd {self._name} to be advertised")), attr)
+        def located():  # None while a restarted schedd (or collector) is not back yet
+            try:
+                return self._collector.locate(htcondor2.DaemonType.Schedd, self._name)
+            except htcondor2.HTCondorException:
+                return None
+
+        def schedd():
+            return htcondor2.Schedd(wait_for(located, 60, f"the schedd {self._name} to be advertised"))
+
+        def call(*args, **kwargs):
+            try:
+                return getattr(schedd(), attr)(*args, **kwargs)
+            except htcondor2.HTCondorException as e:
+                if "rejected our session id" not in str(e):
+                    raise
+                # A restarted schedd does not know our security session; condor has now dropped it.
+                return getattr(schedd(), attr)(*args, **kwargs)
+        return call
 
 
 @pytest.fixture(scope="session")
