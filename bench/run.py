@@ -64,9 +64,10 @@ def launch_stages(tb: Testbed, api: requests.Session, image: str = "tiny.img") -
     _, answered = until(lambda: guest_page(address))
     stages = {
         "API POST answered": posted - t0,
-        "job queued (QDate)": job("QDate") - int(t0),
-        "job started (JobCurrentStartDate)": job("JobCurrentStartDate") - t0,
-        "PREPARE_JOB done (executable started)": job("JobCurrentStartExecutingDate") - t0,
+        # condor records these in whole seconds
+        "job queued (QDate, whole s)": job("QDate") - int(t0),
+        "job started (JobCurrentStartDate, whole s)": job("JobCurrentStartDate") - int(t0),
+        "PREPARE_JOB done (executable started, whole s)": job("JobCurrentStartExecutingDate") - int(t0),
         "domain started (CloudVMState RUNNING)": running_seen - t0,
         "IP in the job ad": ip_seen - t0,
         "guest answers HTTP": answered - t0,
