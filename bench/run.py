@@ -43,16 +43,24 @@ JSON = {"Accept": "application/json"}
 SIZES = {"32 MiB": None, "1 GiB": 1 << 30, "4 GiB": 4 << 30}  # tiny.img, and it grown (sparse)
 
 
+def master_schedd(tb: Testbed):
+    import htcondor2
+    return htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, tb.master_fqdn))
+
+
+def launch(api: requests.Session, image: str = "tiny.img") -> str:
+    """Launch an instance of IMAGE through the API; its id."""
+    r = api.post(api.base + "/instances", data={"image_id": image}, headers=JSON, timeout=60)
+    r.raise_for_status()
+    return r.json()["instance"]["id"]
+
+
 def launch_stages(tb: Testbed, api: requests.Session, image: str = "tiny.img") -> dict[str, float]:
     """One launch through the API, each stage's time since the POST."""
     t0 = time.time()
-    r = api.post(api.base + "/instances", data={"image_id": image}, headers=JSON, timeout=60)
-    r.raise_for_status()
+    iid = launch(api, image)
     posted = time.time()
-    iid = r.json()["instance"]["id"]
-
-    import htcondor2
-    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, tb.master_fqdn))
+    schedd = master_schedd(tb)
     cluster = int(iid.split(".")[0])
 
     def job(attr):
@@ -147,12 +155,8 @@ def burst(tb: Testbed, api: requests.Session, count: int = 10) -> dict[str, floa
     most = dict.fromkeys(conns, 0)
     t0 = time.time()
 
-    def launch(_):
-        r = api.post(api.base + "/instances", data={"image_id": "tiny.img"}, headers=JSON, timeout=60)
-        r.raise_for_status()
-        return r.json()["instance"]["id"]
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
-        iids = list(pool.map(launch, range(count)))
+        iids = list(pool.map(lambda _: launch(api), range(count)))
 
     def all_answer():
         for name, conn in conns.items():
@@ -196,7 +200,7 @@ def api_scale(tb: Testbed, api: requests.Session, count: int = 1000, samples: in
     """GET /api/instances with COUNT held instances in the queue, next to condor_q."""
     import htcondor2
     from condor_cloud.submit import instance_description
-    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, tb.master_fqdn))
+    schedd = master_schedd(tb)
     desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
                                 wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
     desc["hold"] = "true"

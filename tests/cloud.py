@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import requests
@@ -28,8 +29,9 @@ class Instances:
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
                lease: int = 1200) -> int:
         import htcondor2
+        # logs: /tmp exists on this host (where submit checks it) and on the master.
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
-                                    logs="/tmp", lease=lease)  # exists on this host (where submit checks it) and the master
+                                    logs="/tmp", lease=lease)
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
@@ -49,6 +51,9 @@ class Instances:
 
     def wait_gone(self, cluster: int, timeout: float = 60) -> None:
         wait_for(lambda: self.ad(cluster) is None, timeout, f"job {cluster} to leave the queue")
+
+    def wait_running(self, cluster: int, what: str = "its domain to start", timeout: float = 90) -> dict:
+        return self.wait(cluster, lambda ad: ad.get("CloudVMState") == "RUNNING", what, timeout)
 
     def wait_address(self, cluster: int, timeout: float = 90) -> dict:
         return self.wait(cluster, lambda ad: ad.get("CloudAddresses"), "the guest's address", timeout)
@@ -79,6 +84,11 @@ class Instances:
                 wait_for(lambda: self.ad(c) is None or self.ad(c)["JobStatus"] == REMOVED, 120, "removal")
 
 
+def cloud_jobs(schedd) -> list[int]:
+    """The ClusterIds of every instance job in the queue."""
+    return sorted(ad["ClusterId"] for ad in schedd.query('HookKeyword =?= "CLOUD"', ["ClusterId"]))
+
+
 def guest_page(address: str) -> str | None:
     try:
         return requests.get(f"http://{address}/", timeout=2).text
@@ -91,11 +101,20 @@ def wait_page(address: str, contains: str, timeout: float = 60) -> str:
                     f"the guest at {address} to serve {contains!r}")
 
 
-def publish_image(testbed: Testbed, name: str) -> None:
-    """Publish a copy of the test guest as NAME, the way admins do."""
+def publish_image(testbed: Testbed, prefix: str) -> str:
+    """Publish a copy of the test guest under a new name starting with PREFIX, the way admins
+    do; the image id."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}.img"
     shared = testbed.state / "shared_images"
     shutil.copyfile(testbed.guest_image, shared / "staging" / name)
     os.rename(shared / "staging" / name, shared / name)
+    return name
+
+
+def cache_copies(testbed: Testbed, host: str, image: str) -> list[str]:
+    """The lines of HOST's copies.log that record a copy of IMAGE."""
+    log = testbed.path(host, f"{CACHE}/copies.log").read_text().splitlines()
+    return [line for line in log if line.split()[1] == image]
 
 
 # Not the host's own files: kernel views, the project's sources, read-only shares from the master.

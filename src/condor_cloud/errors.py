@@ -10,7 +10,7 @@ class ImageError(CloudError):
 
 
 class CacheError(CloudError):
-    """The node's image cache cannot hold or verify an image."""
+    """The node's image cache cannot hold or copy an image."""
 
 
 class JobAdError(CloudError):

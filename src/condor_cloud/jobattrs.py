@@ -21,7 +21,7 @@ it to the running job) while the instance runs:
                             serial once. One attribute, so a request is one edit.
 
 Reported by the node (chirp):
-  CloudVMState      string  STARTING, RUNNING, STOPPING, STOPPED
+  CloudVMState      string  RUNNING, STOPPING, STOPPED: the last state its wrapper reported
   CloudAddresses    string  the guest's IPv4 addresses, comma separated
   CloudDiskNode     string  the node (Machine) holding the instance's disk; a
                             stopped instance starts again there
@@ -49,7 +49,7 @@ EXIT_STOPPED = 3
 STOPPED_HOLD_SUBCODE = 1
 
 # VM states the wrapper reports.
-STARTING, RUNNING, STOPPING, STOPPED = "STARTING", "RUNNING", "STOPPING", "STOPPED"
+RUNNING, STOPPING, STOPPED = "RUNNING", "STOPPING", "STOPPED"
 # The wrapper's exit code when the instance could not be started; the reason
 # is in CloudError, and the job's on_exit_hold makes it the hold reason.
 EXIT_FAILED = 4

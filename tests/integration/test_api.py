@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from cloud import wait_page
-from harness import Testbed, wait_for
+from harness import wait_for
 
 XML = {"Accept": "application/xml"}
 JSON = {"Accept": "application/json"}

@@ -7,13 +7,13 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from harness import Testbed
+from cloud import cloud_jobs
 
 XML = {"Accept": "application/xml"}
 
 
 def job_count(schedd) -> int:
-    return len(schedd.query('HookKeyword =?= "CLOUD"', ["ClusterId"]))
+    return len(cloud_jobs(schedd))
 
 
 @pytest.mark.parametrize("name", ['quote " inside', '"; +Evil = true; "', "$(Owner) $$(Memory)",
@@ -35,7 +35,8 @@ def test_names_reach_the_job_ad_as_plain_strings(api, schedd, name):
 @pytest.mark.parametrize("params", [
     {"image_id": "tiny.img", "name": "new\nline"}, {"image_id": "tiny.img", "name": "back\\slash"},
     {"image_id": "/etc/passwd"}, {"image_id": "a\0b.img"}, {"image_id": "../shared_images/tiny.img"},
-    {"image_id": "tïny.img"}, {"image_id": "tiny.img", "hwp_cpu": "١"}, {"image_id": "tiny.img", "hwp_memory": "-512"},
+    {"image_id": "tïny.img"}, {"image_id": "tiny.img", "hwp_cpu": "١"},
+    {"image_id": "tiny.img", "hwp_memory": "-512"},
     {"image_id": "tiny.img", "hwp_memory": "1e3"}, {"image_id": "tiny.img", "user_data": "A" * 70000},
 ])
 def test_bad_creates_make_no_job(api, schedd, params):

@@ -6,11 +6,10 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
-from cloud import CACHE, HELD, RUNNING, Instances, guest_page, publish_image, wait_page
+from cloud import CACHE, HELD, RUNNING, Instances, cache_copies, cloud_jobs, guest_page, publish_image, wait_page
 from harness import REPO, Testbed, wait_for
 
 
@@ -21,19 +20,14 @@ def instances(testbed: Testbed, schedd):
     inst.remove_all()
 
 
-def cloud_jobs(schedd) -> list[int]:
-    return sorted(ad["ClusterId"] for ad in schedd.query('HookKeyword =?= "CLOUD"', ["ClusterId"]))
-
-
 # -- the image cache -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def withdrawn(testbed: Testbed, instances: Instances):
     """An image cached on node1, then removed from shared_images, then launched again."""
-    name = f"withdrawn-{uuid.uuid4().hex[:6]}.img"
-    publish_image(testbed, name)
+    name = publish_image(testbed, "withdrawn")
     first = instances.submit(name, on_host="node1")
-    instances.wait(first, lambda ad: ad.get("CloudVMState") == "RUNNING", "the first instance to run")
+    instances.wait_running(first, "the first instance to run")
     instances.act("Remove", first)
     (testbed.state / "shared_images" / name).unlink()
     again = instances.submit(name, on_host="node1")
@@ -48,10 +42,9 @@ def test_an_image_withdrawn_while_cached_holds_new_instances_with_a_reason(withd
 @pytest.fixture(scope="module", params=["truncated", "written to"])
 def damaged_copy(request, testbed: Testbed, instances: Instances):
     """An image cached on node1 whose copy is then damaged, and launched again there."""
-    name = f"damaged-{uuid.uuid4().hex[:6]}.img"
-    publish_image(testbed, name)
+    name = publish_image(testbed, "damaged")
     first = instances.submit(name, on_host="node1")
-    instances.wait(first, lambda ad: ad.get("CloudVMState") == "RUNNING", "the first instance to run")
+    instances.wait_running(first, "the first instance to run")
     instances.act("Remove", first)
     instances.wait_gone(first, 120)
     copy = testbed.path("node1", f"{CACHE}/{name}")
@@ -62,8 +55,7 @@ def damaged_copy(request, testbed: Testbed, instances: Instances):
             f.write(b"\xff" * 4096)
     again = instances.submit(name, on_host="node1")
     page = wait_page(instances.wait_address(again)["CloudAddresses"], "boots")
-    copies = [line for line in testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
-              if line.split()[1] == name]
+    copies = cache_copies(testbed, "node1", name)
     instances.act("Remove", again)
     (testbed.state / "shared_images" / name).unlink()
     return page, copies
@@ -84,9 +76,8 @@ def full_cache(testbed: Testbed, instances: Instances):
     limit.write_text("CONDOR_CLOUD_CACHE_SIZE_LIMIT_MIB = 40\n")
     try:
         user = instances.submit("tiny.img", on_host="node1")
-        instances.wait(user, lambda ad: ad.get("CloudVMState") == "RUNNING", "tiny.img in use on node1")
-        name = f"nofit-{uuid.uuid4().hex[:6]}.img"
-        publish_image(testbed, name)
+        instances.wait_running(user, "tiny.img in use on node1")
+        name = publish_image(testbed, "nofit")
         job = instances.submit(name, on_host="node1")
         ad = instances.wait(job, lambda ad: ad["JobStatus"] == HELD, "a hold", timeout=60)
         cache = sorted(p.name for p in testbed.path("node1", CACHE).iterdir())
@@ -113,13 +104,10 @@ def test_a_full_cache_keeps_no_half_written_entry(full_cache):
 @pytest.fixture(scope="module")
 def eight_at_once(testbed: Testbed, instances: Instances):
     """Eight instances of an uncached image submitted together to node1."""
-    name = f"eight-{uuid.uuid4().hex[:6]}.img"
-    publish_image(testbed, name)
+    name = publish_image(testbed, "eight")
     clusters = [instances.submit(name, on_host="node1") for _ in range(8)]
-    ads = [instances.wait(c, lambda ad: ad.get("CloudVMState") == "RUNNING", "its domain to start", timeout=180)
-           for c in clusters]
-    copies = [line for line in testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
-              if line.split()[1] == name]
+    ads = [instances.wait_running(c, timeout=180) for c in clusters]
+    copies = cache_copies(testbed, "node1", name)
     cached = sorted(p.name for p in testbed.path("node1", CACHE).iterdir() if name in p.name)
     for cluster in clusters:
         instances.act("Remove", cluster)

@@ -4,12 +4,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud import (CACHE, HELD, INSTANCES, Instances, guest_page, holders_of, publish_image,
+from cloud import (CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image,
                    wait_page, written_by)
 from condor_cloud.instance import instance_key
 from harness import Testbed, wait_for
@@ -102,8 +101,7 @@ def test_condor_rm_removes_the_instance_disk(removed):
 
 @pytest.fixture(scope="module")
 def fresh_image(testbed: Testbed) -> str:
-    name = f"fresh-{uuid.uuid4().hex[:8]}.img"
-    publish_image(testbed, name)
+    name = publish_image(testbed, "fresh")
     yield name
     (testbed.state / "shared_images" / name).unlink()
 
@@ -118,8 +116,7 @@ def two_at_once(instances: Instances, fresh_image: str):
 
 
 def test_two_jobs_of_an_uncached_image_make_one_cache_copy(testbed, two_at_once, fresh_image):
-    log = testbed.path("node1", f"{CACHE}/copies.log").read_text().splitlines()
-    assert len([line for line in log if line.split()[1] == fresh_image]) == 1
+    assert len(cache_copies(testbed, "node1", fresh_image)) == 1
 
 
 def test_both_guests_boot_from_that_one_copy(testbed, two_at_once):
