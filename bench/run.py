@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from cloud import guest_page  # noqa: E402
-from condor_cloud.addresses import lease_file  # noqa: E402
-from condor_cloud.domain import instance_domain  # noqa: E402
+from condor_cloud.node.addresses import lease_file  # noqa: E402
+from condor_cloud.node.domain import instance_domain  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
 from harness import Testbed  # noqa: E402
 
@@ -122,7 +122,7 @@ def publish_sized(tb: Testbed) -> dict[str, str]:
 COPY_VS_CP = """
 import shutil, statistics, subprocess, sys, time
 from pathlib import Path
-from condor_cloud.cache import sparse_copy
+from condor_cloud.filecopy import sparse_copy
 src, dest = Path(sys.argv[1]), Path(sys.argv[2])
 ours, cp, cp_sync = [], [], []
 for _ in range(3):

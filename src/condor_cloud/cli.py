@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from condor_cloud.api.backend import Backend, Instance
-from condor_cloud.api.profiles import parse_profiles
-from condor_cloud.cache import sha256_of, sparse_copy
+from condor_cloud.cloud import Cloud, Instance, Node
 from condor_cloud.errors import CloudError
-from condor_cloud.images import STAGING, check_image_id, find_image, image_format
-from condor_cloud.overlay import check_standalone
+from condor_cloud.images import publish_image
+from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
 
 
@@ -37,101 +34,64 @@ def show(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> N
 
 
 def instance_row(i: Instance) -> dict[str, Any]:
-    return {"id": i.id, "name": i.ad.get("CloudName") or "", "image": i.ad.get("CloudImage"),
-            "state": i.state, "addresses": ",".join(i.addresses), "node": i.ad.get("CloudDiskNode") or "",
-            "profile": i.ad.get("CloudHardwareProfile") or "", "owner": i.ad.get("CloudOwner") or ""}
-
-
-# -- images ----------------------------------------------------------------------
-
-def import_image(settings: Settings, source: Path, name: str | None, progress: bool) -> dict[str, Any]:
-    """Copy SOURCE into staging/, verify the copy, then rename it into shared_images."""
-    image_id = name or source.name
-    check_image_id(image_id)
-    shared = settings.shared_images
-    if (shared / image_id).exists():
-        raise CloudError(f"image {image_id} is already published; pick another --name")
-    if not source.is_file():
-        raise CloudError(f"{source} is not a file")
-    check_standalone(source, image_format(image_id))
-    staging = shared / STAGING
-    staging.mkdir(exist_ok=True)
-    tmp = staging / f".{image_id}.{os.getpid()}.part"
-    size = source.stat().st_size
-    try:
-        from tqdm import tqdm
-        with tqdm(total=size, unit="B", unit_scale=True, desc=image_id, disable=not progress,
-                  file=sys.stderr) as bar:
-            sparse_copy(source, tmp, bar.update)
-        source_hash = sha256_of(source)
-        if sha256_of(tmp) != source_hash or tmp.stat().st_size != size:
-            raise CloudError(f"the copy of {source} does not match it; nothing was published")
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, shared / image_id)
-    except OSError as e:
-        raise CloudError(f"cannot import {source} into {shared}: {e.strerror}; "
-                         "run images import as root on the master") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    image = find_image(shared, image_id)
-    return {"id": image.id, "format": image.format, "size": image.size, "sha256": source_hash}
+    return {"id": i.id, "name": i.name, "image": i.image_id, "state": i.state,
+            "addresses": ",".join(i.addresses), "node": i.node, "profile": i.hardware_profile,
+            "owner": i.owner}
 
 
 # -- the commands -------------------------------------------------------------------
 
-def run(args: argparse.Namespace, settings: Settings, backend: Backend) -> int:
+def import_image(settings: Settings, source: Path, name: str | None, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+    size = source.stat().st_size if source.is_file() else 0
+    with tqdm(total=size, unit="B", unit_scale=True, desc=name or source.name, disable=not progress,
+              file=sys.stderr) as bar:
+        image, digest = publish_image(settings.shared_images, source, name or source.name, bar.update)
+    return {"id": image.id, "format": image.format, "size": image.size, "sha256": digest}
+
+
+def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
     if args.area == "images":
         if args.command == "import":
             row = import_image(settings, Path(args.file), args.name, progress=not args.json)
             show([row], ["id", "format", "size", "sha256"], args.json)
         else:
-            show([{"id": i.id, "format": i.format, "size": i.size} for i in backend.images()],
+            show([{"id": i.id, "format": i.format, "size": i.size} for i in cloud.images()],
                  ["id", "format", "size"], args.json)
     elif args.area == "instances":
         if args.command == "list":
-            show([instance_row(i) for i in backend.instances()],
+            show([instance_row(i) for i in cloud.instances()],
                  ["id", "name", "image", "state", "addresses", "node", "profile"], args.json)
         elif args.command == "launch":
             params = {"image_id": args.image, "hwp_id": args.profile, "hwp_memory": args.memory,
                       "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data}
-            instance = backend.create({k: str(v) for k, v in params.items() if v is not None},
-                                      owner=args.owner)
+            instance = cloud.create({k: str(v) for k, v in params.items() if v is not None},
+                                    owner=args.owner)
             show([instance_row(instance)], ["id", "name", "image", "state"], args.json)
         elif args.command == "console":
-            backend.instance(args.id)  # a clear error for an unknown id
-            done = subprocess.run(["condor_tail", "-maxbytes", str(100 * 1024), args.id],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise CloudError(f"cannot read the console of {args.id} (is it running?): "
-                                 f"{done.stderr.strip() or done.stdout.strip()}")
-            sys.stdout.write(done.stdout)
+            sys.stdout.write(cloud.console(args.id))
         else:
-            instance = backend.act(args.id, args.command)
+            instance = cloud.act(args.id, args.command)
             if instance is None:
                 show([{"id": args.id, "state": "FINISH"}], ["id", "state"], args.json)
             else:
                 show([instance_row(instance)], ["id", "name", "state"], args.json)
     elif args.area == "nodes":
-        show(nodes(), ["node", "free_cpus", "free_memory_mib", "libvirt", "cached_images"], args.json)
+        show([node_row(n) for n in cloud.nodes()],
+             ["node", "free_cpus", "free_memory_mib", "libvirt", "cached_images"], args.json)
     else:
         counts: dict[str, int] = {}
-        for i in backend.instances():
+        for i in cloud.instances():
             counts[i.state] = counts.get(i.state, 0) + 1
-        status = {"nodes": len(nodes()), "images": len(backend.images()),
+        status = {"nodes": len(cloud.nodes()), "images": len(cloud.images()),
                   "instances": sum(counts.values()), **{s.lower(): n for s, n in sorted(counts.items())}}
         show([status], list(status), args.json)
     return 0
 
 
-def nodes() -> list[dict[str, Any]]:
-    import htcondor2
-    ads = htcondor2.Collector().query(
-        htcondor2.AdType.Startd, "PartitionableSlot =?= true",
-        ["Machine", "Cpus", "Memory", "CloudLibvirtOK", "CloudCachedImages"])
-    return sorted(({"node": ad.get("Machine"), "free_cpus": ad.get("Cpus"), "free_memory_mib": ad.get("Memory"),
-                    "libvirt": "ok" if ad.get("CloudLibvirtOK") else "DOWN",
-                    "cached_images": ",".join(ad.get("CloudCachedImages") or [])} for ad in ads),
-                  key=lambda r: r["node"])
+def node_row(n: Node) -> dict[str, Any]:
+    return {"node": n.name, "free_cpus": n.free_cpus, "free_memory_mib": n.free_memory_mib,
+            "libvirt": "ok" if n.libvirt_ok else "DOWN", "cached_images": ",".join(n.cached_images)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import htcondor2
         settings = Settings.from_condor()
-        backend = Backend(settings, parse_profiles(settings.hardware_profiles), htcondor2.Schedd, ttl=0)
-        return run(args, settings, backend)
-    except (CloudError, ValueError) as e:
+        cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), htcondor2.Schedd, ttl=0)
+        return run(args, settings, cloud)
+    except CloudError as e:
         print(f"condor-cloud: {e}", file=sys.stderr)
         return 1

@@ -7,11 +7,15 @@ image's format comes from its suffix, so qemu-img never has to guess it.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from condor_cloud.errors import ImageError
+from condor_cloud.filecopy import sha256_of, sparse_copy
+from condor_cloud.qemu_img import check_standalone
 
 STAGING = "staging"
 FORMATS = {".img": "raw", ".raw": "raw", ".qcow2": "qcow2"}
@@ -76,3 +80,31 @@ def list_images(shared: Path) -> list[Image]:
         except ImageError:
             continue
     return images
+
+
+def publish_image(shared: Path, source: Path, image_id: str,
+                  progress: Callable[[int], object] | None = None) -> tuple[Image, str]:
+    """Publish SOURCE as IMAGE_ID the way admins do: copy it into staging/, check the copy
+    against it by SHA-256, then rename it into SHARED. The image and its SHA-256."""
+    check_image_id(image_id)
+    if (shared / image_id).exists():
+        raise ImageError(f"image {image_id} is already published; pick another name")
+    if not source.is_file():
+        raise ImageError(f"{source} is not a file")
+    check_standalone(source, image_format(image_id) or "raw")
+    staging = shared / STAGING
+    tmp = staging / f".{image_id}.{os.getpid()}.part"
+    try:
+        staging.mkdir(exist_ok=True)
+        sparse_copy(source, tmp, progress)
+        digest = sha256_of(source)
+        if sha256_of(tmp) != digest or tmp.stat().st_size != source.stat().st_size:
+            raise ImageError(f"the copy of {source} does not match it; nothing was published")
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, shared / image_id)
+    except OSError as e:
+        raise ImageError(f"cannot publish {source} in {shared}: {e.strerror}; "
+                         "publish images as root on the master") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return find_image(shared, image_id), digest

@@ -1,4 +1,4 @@
-"""The job ClassAd attributes that carry a cloud instance.
+"""The ClassAd attributes that carry the cloud: every name the project reads or writes.
 
 An instance is a vanilla job whose executable is the VM wrapper and whose
 ``HookKeyword`` selects condor-cloud's hooks on the node.
@@ -6,6 +6,7 @@ An instance is a vanilla job whose executable is the VM wrapper and whose
 Set at submit (by the API or CLI):
   CloudImage        string  image id: a file name in shared_images
   CloudName         string  the instance's name, as the user gave it
+  CloudOwner        string  the API user who created it
   CloudMAC          string  the guest NIC's MAC (52:54:00:xx:xx:xx, unique per instance)
   CloudUserData     string  user data, base64 (may be empty)
   CloudHardwareProfile string  the hardware profile it was launched with
@@ -26,10 +27,20 @@ Reported by the node (chirp):
   CloudDiskNode     string  the node (Machine) holding the instance's disk; a
                             stopped instance starts again there
   CloudDomain       string  the libvirt domain name on that node
-"""
+  CloudError        string  why the instance could not start (the hold reason says it too)
 
+Published by each node's startd cron in its machine ad:
+  HasCondorCloud    bool    the node runs condor-cloud (set in its configuration)
+  CloudCachedImages list    ids of the images in its local cache
+  CloudCacheFreeMiB int     room left in its local cache
+  CloudLibvirtOK    bool    its libvirtd answers
+"""
+from __future__ import annotations
+
+# -- the job ad -----------------------------------------------------------------
 IMAGE = "CloudImage"
 NAME = "CloudName"
+OWNER = "CloudOwner"
 MAC = "CloudMAC"
 USER_DATA = "CloudUserData"
 HARDWARE_PROFILE = "CloudHardwareProfile"
@@ -41,20 +52,28 @@ VM_STATE = "CloudVMState"
 ADDRESSES = "CloudAddresses"
 DISK_NODE = "CloudDiskNode"
 DOMAIN = "CloudDomain"
+ERROR = "CloudError"
 
 HOOK_KEYWORD = "CLOUD"
+
+# -- the machine ad ---------------------------------------------------------------
+HAS_CONDOR_CLOUD = "HasCondorCloud"
+CACHED_IMAGES = "CloudCachedImages"
+CACHE_FREE_MIB = "CloudCacheFreeMiB"
+LIBVIRT_OK = "CloudLibvirtOK"
+
+# -- how an instance ends a run -----------------------------------------------------
 # The wrapper's exit code when the guest was shut down by a stop request; the
 # job's on_exit_hold turns it into a hold (the STOPPED state).
 EXIT_STOPPED = 3
 STOPPED_HOLD_SUBCODE = 1
-
-# VM states the wrapper reports.
-RUNNING, STOPPING, STOPPED = "RUNNING", "STOPPING", "STOPPED"
 # The wrapper's exit code when the instance could not be started; the reason
 # is in CloudError, and the job's on_exit_hold makes it the hold reason.
 EXIT_FAILED = 4
 FAILED_HOLD_SUBCODE = 2
-ERROR = "CloudError"
+
+# VM states the wrapper reports.
+RUNNING, STOPPING, STOPPED = "RUNNING", "STOPPING", "STOPPED"
 
 
 def parse_request(value: object) -> tuple[int, str]:

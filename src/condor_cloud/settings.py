@@ -5,6 +5,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+from condor_cloud.errors import CloudError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -70,7 +72,7 @@ class Settings:
                 else:
                     values[f.name] = raw.strip()
             except ValueError:
-                raise ValueError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not a whole number; "
+                raise CloudError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not a whole number; "
                                  "fix it in /etc/condor/config.d") from None
         return cls(**values)
 

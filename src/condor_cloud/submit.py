@@ -5,27 +5,20 @@ import random
 from typing import Iterable
 
 from condor_cloud import jobattrs as A
+from condor_cloud.classads import literal
+from condor_cloud.errors import ParameterError
 
-OWNER = "CloudOwner"
 _UNSAFE = ("\\", "\n", "\r", "\0")
-
-
-def classad_string(value: str, what: str = "value") -> str:
-    """VALUE as a ClassAd string literal that the schedd stores and returns unchanged.
-
-    The schedd reads job attributes with the old ClassAd syntax, in which a
-    backslash escapes only a quote and is otherwise kept, so a value with a
-    backslash or a line break cannot make the round trip: it is refused."""
-    if any(c in value for c in _UNSAFE):
-        raise ValueError(f"{what} may not contain backslashes, line breaks or NUL characters")
-    return '"' + value.replace('"', '\\"') + '"'
 
 
 def user_attributes(*, name: str, owner: str, user_data: str = "") -> dict[str, str]:
     """What a user typed, as job attribute literals. They are set with Schedd.edit after
     the submit, never through the submit language (which would expand $(macros))."""
-    return {A.NAME: classad_string(name, "name"), OWNER: classad_string(owner, "owner"),
-            A.USER_DATA: classad_string(user_data, "user_data")}
+    typed = {A.NAME: ("name", name), A.OWNER: ("owner", owner), A.USER_DATA: ("user_data", user_data)}
+    for what, value in typed.values():
+        if any(c in value for c in _UNSAFE):
+            raise ParameterError(f"{what} may not contain backslashes, line breaks or NUL characters")
+    return {attr: literal(value) for attr, (_, value) in typed.items()}
 
 
 def new_mac(taken: Iterable[str] = ()) -> str:
@@ -57,18 +50,18 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         "notification": "never",
         "request_memory": str(int(memory_mib)),
         "request_cpus": str(int(cpus)),
-        "My.HookKeyword": classad_string(A.HOOK_KEYWORD),
+        "My.HookKeyword": literal(A.HOOK_KEYWORD),
         "My.WantIOProxy": "true",
-        f"My.{A.IMAGE}": classad_string(image_id),
-        f"My.{A.MAC}": classad_string(mac),
-        f"My.{A.HARDWARE_PROFILE}": classad_string(hardware_profile),
-        f"My.{A.REALM}": classad_string(realm),
+        f"My.{A.IMAGE}": literal(image_id),
+        f"My.{A.MAC}": literal(mac),
+        f"My.{A.HARDWARE_PROFILE}": literal(hardware_profile),
+        f"My.{A.REALM}": literal(realm),
         # Nodes that run condor-cloud and have a working libvirt; a stopped
         # instance starts again on the node that holds its disk.
-        "requirements": (f"TARGET.HasCondorCloud =?= true && TARGET.CloudLibvirtOK =!= false && "
+        "requirements": (f"TARGET.{A.HAS_CONDOR_CLOUD} =?= true && TARGET.{A.LIBVIRT_OK} =!= false && "
                          f"(MY.{A.DISK_NODE} =?= undefined || TARGET.Machine == MY.{A.DISK_NODE})"),
         # Prefer nodes that already cache the image.
-        "rank": f"ifThenElse(member(MY.{A.IMAGE}, TARGET.CloudCachedImages) =?= true, 1, 0)",
+        "rank": f"ifThenElse(member(MY.{A.IMAGE}, TARGET.{A.CACHED_IMAGES}) =?= true, 1, 0)",
         "job_max_vacate_time": "90",
         # Running instances outlive a schedd restart, and instances of a
         # dead node are started again, after this long.

@@ -98,7 +98,7 @@ def every_route() -> list[tuple[str, str]]:
     from condor_cloud.api.app import create_app
     values = {"id": "1.0", "action": "stop"}
     return [(method, re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m[1]], route.path))
-            for route in create_app(backend=None, credentials=None).routes if route.path not in PUBLIC
+            for route in create_app(cloud=None, credentials=None).routes if route.path not in PUBLIC
             for method in sorted(route.methods - {"HEAD"})]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cloud import (CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image,
                    wait_page, written_by)
-from condor_cloud.instance import instance_key
+from condor_cloud.node.instance import instance_key
 from harness import Testbed, wait_for
 
 

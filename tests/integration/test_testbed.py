@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from cloud import guest_page
-from condor_cloud.addresses import lease_file
-from condor_cloud.domain import instance_domain
+from condor_cloud.node.addresses import lease_file
+from condor_cloud.node.domain import instance_domain
 from harness import REPO, Testbed, wait_for
 
 

@@ -87,6 +87,6 @@ def test_the_api_unit_starts_an_installed_executable(installed):
 
 def test_the_installed_library_imports(installed):
     site = next(installed.glob("usr/lib*/python3*/site-packages"))
-    done = subprocess.run([sys.executable, "-c", "import condor_cloud.settings, condor_cloud.domain"],
+    done = subprocess.run([sys.executable, "-c", "import condor_cloud.settings, condor_cloud.node.domain"],
                           env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr

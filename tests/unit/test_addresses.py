@@ -1,5 +1,5 @@
 """A guest's address is learned from its MAC; the first source that knows wins."""
-from condor_cloud.addresses import discover, lease_file, neighbour_table
+from condor_cloud.node.addresses import discover, lease_file, neighbour_table
 
 MAC = "52:54:00:12:34:56"
 

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from condor_cloud.api.auth import Credentials
-from condor_cloud.api.profiles import ParameterError, parse_profiles
-from condor_cloud.api.states import (FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
+from condor_cloud.errors import ParameterError
+from condor_cloud.profiles import parse_profiles
+from condor_cloud.states import (FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
                                      instance_state)
 from condor_cloud.errors import CloudError
 

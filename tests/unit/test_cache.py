@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from condor_cloud.cache import ImageCache, sparse_copy
+from condor_cloud.filecopy import sparse_copy
+from condor_cloud.node.cache import ImageCache
 from condor_cloud.errors import CacheError
 from condor_cloud.images import find_image
 

@@ -1,45 +1,44 @@
 """The startd cron reaps domains whose wrapper is gone and advertises the cache."""
-import fcntl
-
-import libvirt
 import pytest
 
-from condor_cloud.cron import machine_attributes, reap_orphans
-from condor_cloud.domain import Domain
-from condor_cloud.instance import InstanceFiles
+from condor_cloud.node.cron import machine_attributes, reap_orphans
+from condor_cloud.node.domain import Domain
+from condor_cloud.node.guest import Host
+from condor_cloud.node.instance import InstanceFiles
 from condor_cloud.settings import Settings
 
 
 @pytest.fixture
-def conn():
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
+def host():
+    h = Host("test:///default", attempts=1)
+    yield h
+    h.close()
 
 
-def start(conn, name):
-    return conn.createXML(Domain(name=name, type="test", memory_mib=64).to_xml(), 0)
+def start(host, name):
+    host.start(Domain(type="test", name=name, memory_mib=64, memory_unit="MiB", os_type="hvm"))
 
 
-def test_a_domain_without_a_wrapper_is_destroyed(conn, tmp_path):
-    start(conn, "condor-cloud-orphan_1.0_1")
-    assert reap_orphans(conn, tmp_path) == ["condor-cloud-orphan_1.0_1"]
-    assert "condor-cloud-orphan_1.0_1" not in [d.name() for d in conn.listAllDomains()]
+def running(host) -> list[str]:
+    return [g.name for g in host.running_guests()]
 
 
-def test_a_domain_whose_wrapper_holds_its_lock_is_kept(conn, tmp_path):
-    start(conn, "condor-cloud-alive_1.0_1")
-    files = InstanceFiles.of(tmp_path, "alive_1.0_1")
-    files.dir.mkdir()
-    with open(files.wrapper_lock, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        assert reap_orphans(conn, tmp_path) == []
-    conn.lookupByName("condor-cloud-alive_1.0_1").destroy()
+def test_a_domain_without_a_wrapper_is_destroyed(host, tmp_path):
+    start(host, "condor-cloud-orphan_1.0_1")
+    assert reap_orphans(host, tmp_path) == ["condor-cloud-orphan_1.0_1"]
+    assert "condor-cloud-orphan_1.0_1" not in running(host)
 
 
-def test_other_domains_are_left_alone(conn, tmp_path):
-    assert "test" in [d.name() for d in conn.listAllDomains()]
-    assert reap_orphans(conn, tmp_path) == []
+def test_a_domain_whose_wrapper_holds_its_lock_is_kept(host, tmp_path):
+    start(host, "condor-cloud-alive_1.0_1")
+    with InstanceFiles.of(tmp_path, "alive_1.0_1").locked():
+        assert reap_orphans(host, tmp_path) == []
+    host.guest("condor-cloud-alive_1.0_1").destroy()
+
+
+def test_other_domains_are_left_alone(host, tmp_path):
+    assert "test" in running(host)
+    assert reap_orphans(host, tmp_path) == []
 
 
 def test_the_machine_ad_lists_cached_images_and_health(tmp_path):

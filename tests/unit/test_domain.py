@@ -1,7 +1,8 @@
 """Instance domains are built from a declarative model and round-trip through XML."""
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from condor_cloud.domain import BridgeInterface, Disk, Domain, SerialLog, instance_domain
+from condor_cloud.node.domain import BridgeInterface, Disk, Domain, SerialLog, instance_domain
 
 
 def example() -> Domain:
@@ -61,3 +62,14 @@ def test_libvirt_test_driver_accepts_the_domain():
         defined.undefine()
     finally:
         conn.close()
+
+
+def test_an_instance_domain_is_exactly_the_golden_xml():
+    """Any change to what instances get (devices, policy) shows up here as a diff to review."""
+    dom = instance_domain(
+        name="condor-cloud-master.example.org_12.0_1700000000", domain_type="qemu", memory_mib=256, vcpus=2,
+        disk="/var/lib/condor-cloud/instances/master.example.org_12.0_1700000000/disk.qcow2",
+        bridge="br0", mac="52:54:00:aa:bb:cc", console_log="/var/lib/condor/execute/dir_7/console.log")
+    golden = Path(__file__).parent / "data" / "instance-domain.xml"
+    assert dom.to_xml() + "\n" == golden.read_text()
+    assert Domain.from_xml(golden.read_text()) == dom

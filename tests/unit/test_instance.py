@@ -2,7 +2,7 @@
 import pytest
 
 from condor_cloud.errors import JobAdError
-from condor_cloud.instance import InstanceSpec, instance_key
+from condor_cloud.node.instance import InstanceSpec, instance_key
 
 GOOD = {"GlobalJobId": "master.example.org#12.0#1700000000", "CloudImage": "tiny.img",
         "RequestMemory": 256, "RequestCpus": 1, "CloudMAC": "52:54:00:AB:cd:01", "CloudName": "web"}

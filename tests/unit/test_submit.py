@@ -1,23 +1,30 @@
 """Instance jobs are described in one place; what users type becomes plain string literals."""
+import classad2
 import pytest
 
-from condor_cloud.submit import classad_string, instance_description, new_mac, user_attributes
+from condor_cloud.classads import literal, value_of
+from condor_cloud.errors import ParameterError
+from condor_cloud.submit import instance_description, new_mac, user_attributes
 
 
-@pytest.mark.parametrize("text,literal", [
-    ('quote " inside', '"quote \\" inside"'),
-    ('"; +Evil = true; "', '"\\"; +Evil = true; \\""'),
-    ("$(Owner) macro", '"$(Owner) macro"'),
-    ("ünïcødé ☁", '"ünïcødé ☁"'),
-])
-def test_strings_become_quoted_literals(text, literal):
-    assert classad_string(text) == literal
+@pytest.mark.parametrize("text", ['quote " inside', '"; +Evil = true; "', "$(Owner) macro", "ünïcødé ☁",
+                                  "C:\\temp", "ends in \\", 'both \\" and "'])
+def test_strings_become_literals_the_old_syntax_parser_reads_back_unchanged(text):
+    ad = classad2.parseOne(f"Attr = {literal(text)}", classad2.ParserType.Old)
+    assert ad["Attr"] == text
+    assert value_of(literal(text)) == text
 
 
-@pytest.mark.parametrize("text", ["back\\slash", "new\nline", "car\rriage", "nul\0"])
-def test_strings_the_schedd_cannot_keep_are_refused_with_a_reason(text):
-    with pytest.raises(ValueError, match="backslashes, line breaks"):
-        classad_string(text, "name")
+@pytest.mark.parametrize("text", ["new\nline", "car\rriage", "nul\0"])
+def test_strings_a_job_attribute_cannot_hold_are_refused(text):
+    with pytest.raises(ValueError, match="line breaks or NUL"):
+        literal(text)
+
+
+@pytest.mark.parametrize("text", ["back\\slash", "new\nline", "nul\0"])
+def test_user_typed_strings_with_backslashes_or_line_breaks_are_refused_with_a_reason(text):
+    with pytest.raises(ParameterError, match="name may not contain backslashes, line breaks"):
+        user_attributes(name=text, owner="admin")
 
 
 def test_user_attributes_cover_name_owner_and_user_data():

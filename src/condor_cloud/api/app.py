@@ -16,9 +16,8 @@ from starlette.routing import Route
 
 from condor_cloud.api import html, render
 from condor_cloud.api.auth import Credentials
-from condor_cloud.api.backend import REALMS, Backend, NotAllowed, NotFound, Unavailable
-from condor_cloud.api.profiles import ParameterError
-from condor_cloud.errors import CloudError
+from condor_cloud.cloud import REALMS, Cloud
+from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError, Unavailable
 
 log = logging.getLogger("condor-cloud.api")
 
@@ -61,8 +60,8 @@ def negotiate(request: Request) -> str:
 
 
 class Api:
-    def __init__(self, backend: Backend, credentials: Credentials):
-        self.backend, self.credentials = backend, credentials
+    def __init__(self, cloud: Cloud, credentials: Credentials):
+        self.cloud, self.credentials = cloud, credentials
 
     # -- plumbing ------------------------------------------------------------------
     def links(self, request: Request) -> render.Links:
@@ -142,7 +141,7 @@ class Api:
 
     async def profiles(self, request: Request) -> Response:
         fmt, _ = negotiate(request), self.user(request)
-        links, profiles = self.links(request), self.backend.profiles
+        links, profiles = self.links(request), self.cloud.profiles
         one = request.path_params.get("id")
         if one is not None:
             if one not in profiles:
@@ -177,14 +176,14 @@ class Api:
 
     async def images(self, request: Request) -> Response:
         fmt, user = negotiate(request), self.user(request)
-        links, profiles = self.links(request), list(self.backend.profiles)
+        links, profiles = self.links(request), list(self.cloud.profiles)
         one = request.path_params.get("id")
         if one is not None:
-            image = self.backend.image(one)
+            image = self.cloud.image(one)
             return self.respond(request, fmt, 200, lambda: render.image_xml(image, links, profiles),
                                 lambda: {"image": render.image_json(image, links, profiles)},
                                 lambda: html.images_page([image], profiles, links, self.credentials.csrf_token(user)))
-        images = self.backend.images()
+        images = self.cloud.images()
 
         return self.respond(request, fmt, 200,
                             lambda: render.collection("images", [render.image_xml(i, links, profiles) for i in images]),
@@ -197,15 +196,15 @@ class Api:
         if request.method == "POST":
             params = await self.params(request)
             self.check_csrf(request, user, params, fmt)
-            instance = self.backend.create(params, user)
-            log.info("%s created instance %s of %s", user, instance.id, instance.ad.get("CloudImage"))
+            instance = self.cloud.create(params, user)
+            log.info("%s created instance %s of %s", user, instance.id, instance.image_id)
             if browser_form(request, fmt):
                 return self.html_redirect(links("instances"))
             return self.respond(request, fmt, 201, lambda: render.instance_xml(instance, links),
                                 lambda: {"instance": render.instance_json(instance, links)},
                                 lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)),
                                 headers={"Location": links("instances", instance.id)})
-        found = self.backend.instances()
+        found = self.cloud.instances()
         if request.query_params.get("id"):
             found = [i for i in found if i.id == request.query_params["id"]]
         if request.query_params.get("state"):
@@ -226,7 +225,7 @@ class Api:
         if method != "GET":
             raise HTTPError(405, f"{method} is not allowed on an instance; use GET, DELETE or POST .../ACTION")
         links = self.links(request)
-        instance = self.backend.instance(iid)
+        instance = self.cloud.instance(iid)
         return self.respond(request, fmt, 200, lambda: render.instance_xml(instance, links),
                             lambda: {"instance": render.instance_json(instance, links)},
                             lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)))
@@ -241,7 +240,7 @@ class Api:
     async def _act(self, request: Request, fmt: str, user: str, iid: str, action: str, params: dict) -> Response:
         self.check_csrf(request, user, params, fmt)
         links = self.links(request)
-        instance = self.backend.act(iid, action)
+        instance = self.cloud.act(iid, action)
         log.info("%s: %s instance %s", user, action, iid)
         if browser_form(request, fmt):
             return self.html_redirect(links("instances"))
@@ -260,8 +259,8 @@ class Api:
                                 links))
 
 
-def create_app(backend: Backend, credentials: Credentials) -> Starlette:
-    api = Api(backend, credentials)
+def create_app(cloud: Cloud, credentials: Credentials) -> Starlette:
+    api = Api(cloud, credentials)
     routes = [
         Route("/", lambda r: RedirectResponse("/api"), methods=["GET"]),
         Route("/api", api.entry, methods=["GET"]),

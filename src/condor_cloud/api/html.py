@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from condor_cloud.api.backend import Instance
 from condor_cloud.api.render import Links
+from condor_cloud.cloud import Instance
 from condor_cloud.images import Image
 
 STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -77,8 +77,8 @@ def instances_page(instances: list[Instance], links: Links, csrf: str) -> str:
     for i in instances:
         row = _sub(table, "tr", id=f"instance-{i.id}")
         _sub(row, "td", i.id)
-        _sub(row, "td", str(i.ad.get("CloudName") or ""))
-        _sub(row, "td", str(i.ad.get("CloudImage") or ""))
+        _sub(row, "td", i.name)
+        _sub(row, "td", i.image_id)
         _sub(row, "td", i.state, class_="state")
         _sub(row, "td", ", ".join(i.addresses), class_="addresses")
         cell = _sub(row, "td")

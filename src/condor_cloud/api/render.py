@@ -5,10 +5,10 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from condor_cloud.api.backend import REALMS, Instance
-from condor_cloud.api.profiles import HardwareProfile
-from condor_cloud.api.states import STATES, TRANSITIONS
+from condor_cloud.cloud import Instance
 from condor_cloud.images import Image
+from condor_cloud.profiles import HardwareProfile
+from condor_cloud.states import STATES, TRANSITIONS
 
 API_VERSION = "1.1.0"
 DRIVER = "condor"
@@ -173,17 +173,15 @@ def _launch_time(instance: Instance) -> str | None:
 
 
 def instance_xml(i: Instance, links: Links) -> ET.Element:
-    ad = i.ad
     el = ET.Element("instance", href=links("instances", i.id), id=i.id)
-    _sub(el, "name", ad.get("CloudName") or i.id)
-    _sub(el, "owner_id", ad.get("CloudOwner") or "")
-    _sub(el, "image", href=links("images", ad.get("CloudImage", "")), id=ad.get("CloudImage", ""))
-    _sub(el, "realm", href=links("realms", ad.get("CloudRealm") or REALMS[0]), id=ad.get("CloudRealm") or REALMS[0])
+    _sub(el, "name", i.name)
+    _sub(el, "owner_id", i.owner)
+    _sub(el, "image", href=links("images", i.image_id), id=i.image_id)
+    _sub(el, "realm", href=links("realms", i.realm), id=i.realm)
     _sub(el, "state", i.state)
-    hwp = ad.get("CloudHardwareProfile") or ""
-    hp = _sub(el, "hardware_profile", id=hwp, href=links("hardware_profiles", hwp))
-    _sub(hp, "property", kind="fixed", name="memory", value=ad.get("RequestMemory"), unit="MB")
-    _sub(hp, "property", kind="fixed", name="cpu", value=ad.get("RequestCpus"), unit="count")
+    hp = _sub(el, "hardware_profile", id=i.hardware_profile, href=links("hardware_profiles", i.hardware_profile))
+    _sub(hp, "property", kind="fixed", name="memory", value=i.memory_mib, unit="MB")
+    _sub(hp, "property", kind="fixed", name="cpu", value=i.cpus, unit="count")
     actions = _sub(el, "actions")
     for a in i.actions:
         _sub(actions, "link", rel=a, method=ACTION_METHODS.get(a, "post"), href=links.action(i.id, a))
@@ -197,18 +195,15 @@ def instance_xml(i: Instance, links: Links) -> ET.Element:
 
 
 def instance_json(i: Instance, links: Links) -> dict:
-    ad = i.ad
-    hwp = ad.get("CloudHardwareProfile") or ""
-    realm = ad.get("CloudRealm") or REALMS[0]
     out = {
-        "id": i.id, "href": links("instances", i.id), "name": ad.get("CloudName") or i.id,
-        "state": i.state, "owner": ad.get("CloudOwner") or "",
-        "image": {"href": links("images", ad.get("CloudImage", "")), "id": ad.get("CloudImage", ""), "rel": "image"},
-        "realm": {"href": links("realms", realm), "id": realm, "rel": "realm"},
+        "id": i.id, "href": links("instances", i.id), "name": i.name, "state": i.state, "owner": i.owner,
+        "image": {"href": links("images", i.image_id), "id": i.image_id, "rel": "image"},
+        "realm": {"href": links("realms", i.realm), "id": i.realm, "rel": "realm"},
         "actions": [{"href": links.action(i.id, a), "rel": a, "method": ACTION_METHODS.get(a, "post")}
                     for a in i.actions],
-        "hardware_profile": {"id": hwp, "href": links("hardware_profiles", hwp), "rel": "hardware_profile",
-                             "properties": {"memory": ad.get("RequestMemory"), "cpu": ad.get("RequestCpus")}},
+        "hardware_profile": {"id": i.hardware_profile, "href": links("hardware_profiles", i.hardware_profile),
+                             "rel": "hardware_profile",
+                             "properties": {"memory": i.memory_mib, "cpu": i.cpus}},
         "public_addresses": [{"address": a, "type": "ipv4"} for a in i.addresses],
         "private_addresses": [],
     }

@@ -9,9 +9,9 @@ import uvicorn
 
 from condor_cloud.api.app import create_app
 from condor_cloud.api.auth import Credentials
-from condor_cloud.api.backend import Backend
-from condor_cloud.api.profiles import parse_profiles
+from condor_cloud.cloud import Cloud
 from condor_cloud.errors import CloudError
+from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
 
 
@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_condor()
         credentials = Credentials.load(settings.api_credentials)
         profiles = parse_profiles(settings.hardware_profiles)
-    except (CloudError, ValueError) as e:
+    except CloudError as e:
         logging.getLogger("condor-cloud.api").error("%s", e)
         return 2
     import htcondor2
-    backend = Backend(settings, profiles, htcondor2.Schedd)
-    uvicorn.run(create_app(backend, credentials), host=args.address or settings.api_address,
+    cloud = Cloud(settings, profiles, htcondor2.Schedd)
+    uvicorn.run(create_app(cloud, credentials), host=args.address or settings.api_address,
                 port=args.port or settings.api_port, log_level="info", proxy_headers=False, server_header=False,
                 h11_max_incomplete_event_size=16 * 1024)
     return 0

@@ -1,10 +1,12 @@
-"""One instance on a node: what its job ad asks for, and where its files live."""
+"""One instance on a node: what its job ad asks for, where its files live, and its lock."""
 from __future__ import annotations
 
+import fcntl
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError, JobAdError
@@ -83,9 +85,34 @@ class InstanceFiles:
         return self.dir / "disk.qcow2"
 
     @property
-    def wrapper_lock(self) -> Path:
-        """Held (flock) by the instance's wrapper for as long as it runs."""
+    def lock_file(self) -> Path:
         return self.dir / "wrapper.lock"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held while the instance is prepared and while its wrapper runs: one job at a
+        time works on an instance, and the startd cron leaves an instance whose lock is
+        held alone."""
+        self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with open(self.lock_file, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CloudError(f"instance {self.dir.name} is already being prepared or run on this node") from None
+            yield
+
+    def in_use(self) -> bool:
+        """Is the lock held (by a hook or wrapper working on this instance now)? Only probes:
+        the startd cron may not create files here."""
+        try:
+            with open(self.lock_file) as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False
+        except FileNotFoundError:
+            return False
 
     @property
     def image_record(self) -> Path:

@@ -13,8 +13,8 @@ import sys
 import classad2
 
 from condor_cloud.errors import CloudError
-from condor_cloud.instance import InstanceFiles, InstanceSpec, instance_key
-from condor_cloud.node import cleanup, instance_lock, prepare
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, instance_key
+from condor_cloud.node.prepare import cleanup, prepare
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud")
@@ -30,7 +30,7 @@ def prepare_job_main() -> int:
     try:
         ad = classad2.parseOne(sys.stdin.read())
         spec, settings = InstanceSpec.from_ad(ad), Settings.from_condor()
-        with instance_lock(InstanceFiles.of(settings.instances, spec.key)):
+        with InstanceFiles.of(settings.instances, spec.key).locked():
             prepare(spec, settings)
     except (CloudError, ValueError, OSError) as e:
         message = f"condor-cloud could not prepare the instance: {e}"

@@ -1,10 +1,13 @@
 """Instance states, derived from the job status and the VM state the node reports."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+from htcondor2 import JobStatus
+
 from condor_cloud import jobattrs as A
 
 PENDING, RUNNING, STOPPING, STOPPED, FINISH = "PENDING", "RUNNING", "STOPPING", "STOPPED", "FINISH"
-IDLE, JOB_RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 
 # The state machine clients see at /api/instance_states: (from, to, action or None=automatic).
 TRANSITIONS = [
@@ -23,13 +26,13 @@ TRANSITIONS = [
 STATES = ["start", PENDING, RUNNING, STOPPING, STOPPED, FINISH, "finish"]
 
 
-def instance_state(ad: dict) -> str:
+def instance_state(ad: Mapping[str, Any]) -> str:
     status = ad.get("JobStatus")
-    if status in (REMOVED, COMPLETED):
+    if status in (JobStatus.REMOVED, JobStatus.COMPLETED):
         return FINISH
-    if status == HELD:
+    if status == JobStatus.HELD:
         return STOPPED
-    if status in (JOB_RUNNING, TRANSFERRING, SUSPENDED):
+    if status in (JobStatus.RUNNING, JobStatus.TRANSFERRING_OUTPUT, JobStatus.SUSPENDED):
         if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or A.parse_request(ad.get(A.REQUEST))[1] == "stop":
             return STOPPING
         return RUNNING if ad.get(A.VM_STATE) == A.RUNNING else PENDING

@@ -1,4 +1,4 @@
-"""qcow2 overlays on cached images, with qemu-img always told every format."""
+"""qemu-img at the edge: checking published images, creating qcow2 overlays; always told every format."""
 from __future__ import annotations
 
 import json

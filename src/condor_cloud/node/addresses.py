@@ -39,25 +39,6 @@ def neighbour_table(path: Path = Path("/proc/net/arp")) -> AddressSource:
     return lookup
 
 
-def libvirt_interfaces(domain) -> AddressSource:
-    """libvirt's view of the domain's interfaces: the guest agent, then libvirt's ARP."""
-    import libvirt
-
-    def lookup(mac: str) -> list[str]:
-        for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-                       libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP):
-            try:
-                ifaces = domain.interfaceAddresses(source)
-            except libvirt.libvirtError:
-                continue
-            found = [a["addr"] for i in ifaces.values() if (i.get("hwaddr") or "").lower() == mac
-                     for a in i.get("addrs") or [] if a["type"] == libvirt.VIR_IP_ADDR_TYPE_IPV4]
-            if found:
-                return found
-        return []
-    return lookup
-
-
 def discover(mac: str, sources: Iterable[AddressSource]) -> list[str]:
     mac = mac.lower()
     for source in sources:

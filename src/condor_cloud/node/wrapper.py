@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import classad2
-import libvirt
 
 from condor_cloud import jobattrs as A
-from condor_cloud.addresses import discover, lease_file, libvirt_interfaces, neighbour_table
-from condor_cloud.chirp import Chirp
-from condor_cloud.domain import instance_domain
 from condor_cloud.errors import CloudError
-from condor_cloud.instance import InstanceFiles, InstanceSpec
-from condor_cloud.node import cleanup, instance_lock
+from condor_cloud.node.addresses import discover, lease_file, neighbour_table
+from condor_cloud.node.chirp import Chirp
+from condor_cloud.node.domain import instance_domain
+from condor_cloud.node.guest import Guest, Host
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec
+from condor_cloud.node.prepare import cleanup
 from condor_cloud.settings import Settings
-from condor_cloud.virt import connect, resolve_domain_type
 
 log = logging.getLogger("condor-cloud")
 
@@ -52,8 +51,8 @@ class Wrapper:
                  chirp: Chirp, machine: str):
         self.spec, self.files, self.settings = spec, files, settings
         self.chirp, self.machine = chirp, machine
-        self.conn: libvirt.virConnect | None = None
-        self.dom: libvirt.virDomain | None = None
+        self.host = Host(settings.libvirt_uri, attempts=60)
+        self.guest: Guest | None = None
         self.signalled = False
         self.shutdown_keep: bool | None = None  # set once a shutdown has begun
         self.shutdown_deadline = 0.0
@@ -69,24 +68,6 @@ class Wrapper:
             log.warning("could not set %s: %s", attr, e)
 
     # -- libvirt -----------------------------------------------------------
-    def _reconnect(self) -> None:
-        log.info("reconnecting to libvirt at %s", self.settings.libvirt_uri)
-        self.conn = connect(self.settings.libvirt_uri, attempts=60)
-        self.dom = self.conn.lookupByName(self.spec.domain_name)
-
-    def guest_running(self) -> bool:
-        for _ in range(2):
-            try:
-                return bool(self.dom.isActive())
-            except libvirt.libvirtError as e:
-                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return False
-                try:
-                    self._reconnect()
-                except libvirt.libvirtError:
-                    return False
-        return False
-
     def start(self) -> None:
         # The serial console goes to a file in the job's sandbox; the wrapper
         # copies it to the job's stdout, which condor_tail (and `condor-cloud
@@ -95,17 +76,13 @@ class Wrapper:
         console = Path(os.environ.get("_CONDOR_SCRATCH_DIR", self.files.dir)) / CONSOLE_LOG
         console.touch(mode=0o600)
         self.console = open(console, "rb")
-        self.conn = connect(self.settings.libvirt_uri)
         domain = instance_domain(
             name=self.spec.domain_name,
-            domain_type=resolve_domain_type(self.conn, self.settings.domain_type),
+            domain_type=self.host.domain_type(self.settings.domain_type),
             memory_mib=self.spec.memory_mib, vcpus=self.spec.vcpus,
             disk=str(self.files.disk), bridge=self.settings.bridge, mac=self.spec.mac,
             console_log=str(console))
-        try:
-            self.dom = self.conn.createXML(domain.to_xml(), 0)
-        except libvirt.libvirtError as e:
-            raise CloudError(f"libvirt could not start the guest: {e.get_error_message()}") from None
+        self.guest = self.host.start(domain)
         log.info("instance %s: started domain %s (%s)", self.spec.key, self.spec.domain_name, domain.type)
 
     # -- lifecycle ---------------------------------------------------------
@@ -119,15 +96,15 @@ class Wrapper:
         log.info("instance %s: ACPI shutdown (%s the disk)", self.spec.key, "keeping" if keep_disk else "dropping")
         self.report(A.VM_STATE, A.STOPPING)
         try:
-            self.dom.shutdown()
-        except libvirt.libvirtError as e:
+            self.guest.shutdown()
+        except CloudError as e:
             log.warning("ACPI shutdown failed (%s); destroying", e)
             self.destroy()
 
     def destroy(self) -> None:
         try:
-            self.dom.destroy()
-        except libvirt.libvirtError as e:
+            self.guest.destroy()
+        except CloudError as e:
             log.warning("destroy failed: %s", e)
 
     def carry_out(self, action: str | None) -> None:
@@ -136,8 +113,8 @@ class Wrapper:
             self.begin_shutdown(keep_disk=True)
         elif action == "reboot":
             try:
-                self.dom.reboot(0)
-            except libvirt.libvirtError as e:
+                self.guest.reboot()
+            except CloudError as e:
                 log.warning("reboot failed: %s", e)
         else:
             log.warning("ignoring unknown request %r", action)
@@ -164,7 +141,7 @@ class Wrapper:
     def check_addresses(self) -> None:
         sources = {"leases": lease_file(self.settings.dhcp_leases),
                    "neighbours": neighbour_table(),
-                   "libvirt": libvirt_interfaces(self.dom)}
+                   "libvirt": self.guest.interface_addresses}
         found = discover(self.spec.mac, [sources[s] for s in self.settings.address_sources if s in sources])
         if found and found != self.addresses:
             self.addresses = found
@@ -189,7 +166,7 @@ class Wrapper:
             if self.signalled and self.shutdown_keep is None:
                 self.begin_shutdown(keep_disk=False)
             self.copy_console()
-            if not self.guest_running():
+            if not self.guest.running():
                 break
             now = time.monotonic()
             if now >= next_address_check:
@@ -218,7 +195,7 @@ def main() -> int:
         machine_ad = classad2.parseOne(Path(os.environ["_CONDOR_MACHINE_AD"]).read_text())
         spec = InstanceSpec.from_ad(ad)
         files = InstanceFiles.of(settings.instances, spec.key)
-        with instance_lock(files):
+        with files.locked():
             try:
                 return Wrapper(spec, files, settings, chirp, str(machine_ad.get("Machine", ""))).run()
             finally:
@@ -226,7 +203,7 @@ def main() -> int:
     except (CloudError, ValueError, KeyError, OSError) as e:
         log.error("%s", e)
         try:
-            chirp.set(A.ERROR, str(e))
+            chirp.set(A.ERROR, " ".join(str(e).split()))  # one line: a job attribute holds no line breaks
         except OSError:
             pass
         return A.EXIT_FAILED

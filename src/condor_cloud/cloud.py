@@ -1,49 +1,119 @@
-"""The API's view of HTCondor: instances are jobs in the schedd, nothing is stored here."""
+"""The cloud core that every frontend (the API, the command line) shares.
+
+Instances are jobs in the schedd and images are files in shared_images;
+nothing is stored here. Frontends turn requests into calls on Cloud and its
+answers (Instance, Image, Node) into their own representations.
+"""
 from __future__ import annotations
 
 import base64
 import binascii
 import logging
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-import classad2
 import htcondor2
 
 from condor_cloud import jobattrs as A
-from condor_cloud.api.profiles import HardwareProfile, ParameterError
-from condor_cloud.api.states import allowed_actions, instance_state
-from condor_cloud.errors import CloudError, ImageError
+from condor_cloud.classads import literal
+from condor_cloud.errors import CloudError, ImageError, NotAllowed, NotFound, ParameterError, Unavailable
 from condor_cloud.images import Image, find_image, list_images
+from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
-from condor_cloud.submit import OWNER, instance_description, new_mac, user_attributes
+from condor_cloud.states import allowed_actions, instance_state
+from condor_cloud.submit import instance_description, new_mac, user_attributes
 
-log = logging.getLogger("condor-cloud.api")
+log = logging.getLogger("condor-cloud")
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
-              OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE]
+              A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR]
+CONSOLE_BYTES = 100 * 1024
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
 
-class NotFound(CloudError):
-    """An unknown id (HTTP 404)."""
+def _text(ad: Mapping[str, Any], attr: str) -> str:
+    value = ad.get(attr)
+    return value if isinstance(value, str) else ""
 
 
-class NotAllowed(CloudError):
-    """An action the instance's state does not allow (HTTP 405)."""
+def _number(ad: Mapping[str, Any], attr: str) -> int | None:
+    value = ad.get(attr)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class Unavailable(CloudError):
-    """HTCondor cannot be reached (HTTP 502)."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class Instance:
-    id: str
-    ad: dict
+    """One instance, read from its job ad."""
+    ad: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.cluster}.{self.proc}"
+
+    @property
+    def cluster(self) -> int:
+        return int(self.ad["ClusterId"])
+
+    @property
+    def proc(self) -> int:
+        return int(self.ad["ProcId"])
+
+    @property
+    def name(self) -> str:
+        return _text(self.ad, A.NAME) or self.id
+
+    @property
+    def owner(self) -> str:
+        return _text(self.ad, A.OWNER)
+
+    @property
+    def image_id(self) -> str:
+        return _text(self.ad, A.IMAGE)
+
+    @property
+    def hardware_profile(self) -> str:
+        return _text(self.ad, A.HARDWARE_PROFILE)
+
+    @property
+    def realm(self) -> str:
+        return _text(self.ad, A.REALM) or REALMS[0]
+
+    @property
+    def memory_mib(self) -> int | None:
+        return _number(self.ad, A.MEMORY)
+
+    @property
+    def cpus(self) -> int | None:
+        return _number(self.ad, A.CPUS)
+
+    @property
+    def mac(self) -> str:
+        return _text(self.ad, A.MAC)
+
+    @property
+    def node(self) -> str:
+        """The node that holds (or last held) the instance's disk."""
+        return _text(self.ad, A.DISK_NODE)
+
+    @property
+    def domain(self) -> str:
+        return _text(self.ad, A.DOMAIN)
+
+    @property
+    def error(self) -> str:
+        return _text(self.ad, A.ERROR)
+
+    @property
+    def hold_reason(self) -> str:
+        return _text(self.ad, "HoldReason")
+
+    @property
+    def request(self) -> tuple[int, str]:
+        return A.parse_request(self.ad.get(A.REQUEST))
 
     @property
     def state(self) -> str:
@@ -55,15 +125,21 @@ class Instance:
 
     @property
     def addresses(self) -> list[str]:
-        return [a for a in str(self.ad.get(A.ADDRESSES) or "").split(",") if a]
+        return [a for a in _text(self.ad, A.ADDRESSES).split(",") if a]
 
     @property
     def launch_time(self) -> int | None:
-        return self.ad.get("QDate")
+        return _number(self.ad, "QDate")
 
 
-def instance_id(ad: dict) -> str:
-    return f"{ad['ClusterId']}.{ad['ProcId']}"
+@dataclass(frozen=True)
+class Node:
+    """A machine that runs instances, as its startd advertises it."""
+    name: str
+    free_cpus: int
+    free_memory_mib: int
+    libvirt_ok: bool
+    cached_images: list[str]
 
 
 def _job_constraint(iid: str) -> str:
@@ -74,14 +150,15 @@ def _job_constraint(iid: str) -> str:
     return f"ClusterId == {cluster} && ProcId == {proc}"
 
 
-class Backend:
+class Cloud:
     """Images from shared_images, instances from the schedd (queried with a projection,
     and shared for a second between concurrent requests, as HTCondor asks of its tools)."""
 
     def __init__(self, settings: Settings, profiles: dict[str, HardwareProfile],
-                 schedd_factory: Callable[[], Any], ttl: float = 1.0):
+                 schedd_factory: Callable[[], Any], collector_factory: Callable[[], Any] = htcondor2.Collector,
+                 ttl: float = 1.0):
         self.settings, self.profiles = settings, profiles
-        self._schedd_factory = schedd_factory
+        self._schedd_factory, self._collector_factory = schedd_factory, collector_factory
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict]] | None = None
@@ -99,6 +176,7 @@ class Backend:
                 if attempt == 2 or not retry:
                     raise Unavailable(f"HTCondor could not {what}: {e}") from None
                 log.info("retrying after: %s", e)
+        raise AssertionError("unreachable")
 
     def _jobs(self) -> list[dict]:
         with self._lock:
@@ -123,19 +201,41 @@ class Backend:
         except ImageError as e:
             raise NotFound(str(e)) from None
 
+    # -- nodes ----------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        try:
+            ads = self._collector_factory().query(
+                htcondor2.AdType.Startd, "PartitionableSlot =?= true",
+                ["Machine", "Cpus", "Memory", A.LIBVIRT_OK, A.CACHED_IMAGES])
+        except Exception as e:  # the bindings raise HTCondorException and others
+            raise Unavailable(f"HTCondor could not list the nodes: {e}") from None
+        return sorted((Node(name=str(ad.get("Machine")), free_cpus=int(ad.get("Cpus", 0)),
+                            free_memory_mib=int(ad.get("Memory", 0)), libvirt_ok=ad.get(A.LIBVIRT_OK) is True,
+                            cached_images=list(ad.get(A.CACHED_IMAGES) or [])) for ad in ads),
+                      key=lambda n: n.name)
+
     # -- instances -----------------------------------------------------------------
     def instances(self) -> list[Instance]:
-        return sorted((Instance(instance_id(ad), ad) for ad in self._jobs()),
-                      key=lambda i: (i.ad["ClusterId"], i.ad["ProcId"]))
+        return sorted((Instance(ad) for ad in self._jobs()), key=lambda i: (i.cluster, i.proc))
 
     def instance(self, iid: str) -> Instance:
         constraint = _job_constraint(iid)
         ads = self._call("look up the instance", lambda s: s.query(f"({constraint}) && {CLOUD_JOBS}", PROJECTION))
         if not ads:
             raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
-        return Instance(iid, dict(ads[0]))
+        return Instance(dict(ads[0]))
 
-    def create(self, params: dict[str, str], owner: str) -> Instance:
+    def console(self, iid: str, max_bytes: int = CONSOLE_BYTES) -> str:
+        """The end of a running instance's serial console (read through condor_tail)."""
+        self.instance(iid)  # a clear error for an unknown id
+        done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise Unavailable(f"cannot read the console of {iid} (is it running?): "
+                              f"{done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    def create(self, params: Mapping[str, str], owner: str) -> Instance:
         if not params.get("image_id"):
             raise ParameterError("image_id is required: the id of an image from /api/images")
         try:
@@ -156,10 +256,7 @@ class Backend:
         name = params.get("name") or ""
         if len(name) > 256:
             raise ParameterError("name is longer than 256 characters")
-        try:
-            attributes = user_attributes(name=name, owner=owner, user_data=user_data)
-        except ValueError as e:
-            raise ParameterError(str(e)) from None
+        attributes = user_attributes(name=name, owner=owner, user_data=user_data)
         macs = {ad.get(A.MAC) for ad in self._jobs()}
         desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
                                     wrapper=self.settings.wrapper, logs=str(self.settings.logs),
@@ -177,6 +274,7 @@ class Backend:
         return self.instance(iid)
 
     def act(self, iid: str, action: str) -> Instance | None:
+        """Carry out ACTION (stop, start, reboot, destroy); the instance after it, None once destroyed."""
         instance = self.instance(iid)
         if action not in instance.actions:
             raise NotAllowed(f"instance {iid} is {instance.state}: {action} is not allowed "
@@ -187,15 +285,15 @@ class Backend:
                                                               reason=("Destroyed through the API", 0)))
             self._changed()
             return None
-        serial, _ = A.parse_request(instance.ad.get(A.REQUEST))
+        serial, _ = instance.request
         if action == "start":
             def start(s):  # the stop request is done: keep its serial, drop its action
-                s.edit(constraint, A.REQUEST, classad2.quote(A.request_value(serial, "")))
+                s.edit(constraint, A.REQUEST, literal(A.request_value(serial, "")))
                 s.act(htcondor2.JobAction.Release, constraint)
                 s.reschedule()
             self._call("start the instance", start)
         else:  # stop, reboot: a request the node's wrapper carries out
-            value = classad2.quote(A.request_value(serial + 1, action))
+            value = literal(A.request_value(serial + 1, action))
             self._call(f"{action} the instance", lambda s: s.edit(
                 constraint, A.REQUEST, value, flags=htcondor2.TransactionFlag.SetDirty))
         self._changed()
@@ -210,4 +308,3 @@ def check_user_data(text: str, limit: int) -> str:
     except (binascii.Error, ValueError):
         raise ParameterError("user_data must be base64 encoded") from None
     return text
-

@@ -4,13 +4,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from condor_cloud.errors import CloudError
+from condor_cloud.errors import CloudError, ParameterError
 
 DIGITS = re.compile(r"[0-9]{1,9}")
-
-
-class ParameterError(CloudError):
-    """A request parameter that cannot be used (HTTP 400)."""
 
 
 @dataclass(frozen=True)

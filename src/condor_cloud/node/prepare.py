@@ -1,34 +1,18 @@
 """What happens to an instance's files on its node: prepared before the job runs, cleaned up after."""
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
-from contextlib import contextmanager
-from typing import Iterator
 
-from condor_cloud.cache import ImageCache
 from condor_cloud.errors import CloudError
 from condor_cloud.images import find_image
-from condor_cloud.instance import InstanceFiles, InstanceSpec, domain_name, images_in_use
-from condor_cloud.overlay import check_standalone, create_overlay
+from condor_cloud.node.cache import ImageCache
+from condor_cloud.node.guest import Host
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, domain_name, images_in_use
+from condor_cloud.qemu_img import check_standalone, create_overlay
 from condor_cloud.settings import Settings
-from condor_cloud.virt import destroy_domain
 
 log = logging.getLogger("condor-cloud")
-
-
-@contextmanager
-def instance_lock(files: InstanceFiles) -> Iterator[None]:
-    """Held while the instance is prepared and while its wrapper runs; the
-    startd cron treats an instance whose lock is free as having no job here."""
-    files.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(files.wrapper_lock, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CloudError(f"instance {files.dir.name} is already being prepared or run on this node") from None
-        yield
 
 
 def prepare(spec: InstanceSpec, settings: Settings) -> InstanceFiles:
@@ -55,7 +39,11 @@ def prepare(spec: InstanceSpec, settings: Settings) -> InstanceFiles:
 
 def cleanup(key: str, settings: Settings) -> None:
     """Destroy the instance's domain if it survived, and drop its disk unless it is stopped."""
-    destroy_domain(settings.libvirt_uri, domain_name(key))
+    host = Host(settings.libvirt_uri, attempts=10)
+    try:
+        host.guest(domain_name(key)).destroy()
+    finally:
+        host.close()
     files = InstanceFiles.of(settings.instances, key)
     if files.keep_disk.exists():
         log.info("instance %s: stopped; keeping its disk %s", key, files.disk)

@@ -1,7 +1,8 @@
 """Reading and writing the job's ClassAd in the schedd from inside a running job.
 
 Uses condor_chirp (needs ``+WantIOProxy = true`` on the job). Values go over
-as ClassAd literals made by classad2, so strings are never expressions.
+as old-syntax ClassAd literals (condor_cloud.classads), which the shadow
+parses, so strings are never expressions and arrive as they were sent.
 """
 from __future__ import annotations
 
@@ -9,18 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import classad2
-
-
-def literal(value: Any) -> str:
-    """VALUE as ClassAd literal text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return classad2.quote(value)
-    raise TypeError(f"cannot send {type(value).__name__} through chirp")
+from condor_cloud.classads import literal, value_of
 
 
 class Chirp:
@@ -44,7 +34,4 @@ class Chirp:
     def get(self, attr: str) -> Any:
         """The attribute's value, or None where it is undefined."""
         text = self._run("get_job_attr", attr)
-        if not text or text == "UNDEFINED":
-            return None
-        value = classad2.ExprTree(text).eval()
-        return None if value is classad2.Value.Undefined else value
+        return value_of(text) if text else None

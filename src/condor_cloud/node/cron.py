@@ -6,50 +6,36 @@ negotiator ranks nodes by what they cache now.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import sys
 from pathlib import Path
 
 import classad2
-import libvirt
 
-from condor_cloud.cache import ImageCache
+from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError
-from condor_cloud.instance import InstanceFiles, key_of_domain
+from condor_cloud.node.cache import ImageCache
+from condor_cloud.node.guest import Host
+from condor_cloud.node.instance import InstanceFiles, key_of_domain
 from condor_cloud.settings import Settings
-from condor_cloud.virt import connect
 
 log = logging.getLogger("condor-cloud")
 
 
-def wrapper_alive(files: InstanceFiles) -> bool:
-    """Does a wrapper hold the instance's lock (so the domain has an owner)?"""
-    try:
-        with open(files.wrapper_lock) as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            return False
-    except FileNotFoundError:
-        return False
-
-
-def reap_orphans(conn: libvirt.virConnect, instances: Path) -> list[str]:
-    """Destroy condor-cloud domains whose wrapper is gone; their names."""
+def reap_orphans(host: Host, instances: Path) -> list[str]:
+    """Destroy the running condor-cloud guests that no hook or wrapper holds; their names."""
     reaped = []
-    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-        key = key_of_domain(dom.name())
-        if key is None or wrapper_alive(InstanceFiles.of(instances, key)):
+    for guest in host.running_guests():
+        key = key_of_domain(guest.name)
+        if key is None or InstanceFiles.of(instances, key).in_use():
             continue
         try:
-            dom.destroy()
-            reaped.append(dom.name())
-            log.warning("destroyed orphan domain %s: its job's wrapper is gone", dom.name())
-        except libvirt.libvirtError as e:
-            log.warning("could not destroy orphan domain %s: %s", dom.name(), e)
+            if guest.destroy():
+                reaped.append(guest.name)
+                log.warning("destroyed orphan domain %s: its job's wrapper is gone", guest.name)
+        except CloudError as e:
+            log.warning("could not destroy orphan domain %s: %s", guest.name, e)
     return reaped
 
 
@@ -62,25 +48,24 @@ def machine_attributes(settings: Settings, libvirt_ok: bool) -> classad2.ClassAd
     except OSError:
         free_disk = 0
     return classad2.ClassAd({
-        "CloudCachedImages": cached,
-        "CloudCacheFreeMiB": max(0, min(cache.limit_bytes - used, free_disk)) >> 20,
-        "CloudLibvirtOK": libvirt_ok,
+        A.CACHED_IMAGES: cached,
+        A.CACHE_FREE_MIB: max(0, min(cache.limit_bytes - used, free_disk)) >> 20,
+        A.LIBVIRT_OK: libvirt_ok,
     })
 
 
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="condor-cloud startd-cron: %(message)s")
     settings = Settings.from_condor()
+    host = Host(settings.libvirt_uri, attempts=1)
     try:
-        conn = connect(settings.libvirt_uri, attempts=1)
-        try:
-            reap_orphans(conn, settings.instances)
-        finally:
-            conn.close()
+        reap_orphans(host, settings.instances)
         libvirt_ok = True
-    except (CloudError, libvirt.libvirtError) as e:
+    except CloudError as e:
         log.warning("libvirt check failed: %s", e)
         libvirt_ok = False
+    finally:
+        host.close()
     ad = machine_attributes(settings, libvirt_ok)
     import htcondor2
     state = Path(htcondor2.param.get("RUN", "/run/condor")) / "condor-cloud-cron.last"

@@ -1,0 +1,75 @@
+"""The libvirt domain of a cloud instance: XML config objects, and the one place that chooses their values.
+
+The model classes only say where each value goes in libvirt's XML; every
+choice (virtio, qcow2, what a crash does) is made in instance_domain().
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from condor_cloud.node.xmlmodel import XMLModel, children, xml
+
+
+@dataclass
+class Disk(XMLModel):
+    TAG = "disk"
+    type: str | None = xml("@type")
+    device: str | None = xml("@device")
+    driver_name: str | None = xml("driver/@name")
+    driver_type: str | None = xml("driver/@type")
+    source_file: str | None = xml("source/@file")
+    target_dev: str | None = xml("target/@dev")
+    target_bus: str | None = xml("target/@bus")
+
+
+@dataclass
+class BridgeInterface(XMLModel):
+    TAG = "interface"
+    type: str | None = xml("@type")
+    mac: str | None = xml("mac/@address")
+    bridge: str | None = xml("source/@bridge")
+    model: str | None = xml("model/@type")
+
+
+@dataclass
+class SerialLog(XMLModel):
+    """A serial port written to a file on the node."""
+    TAG = "serial"
+    type: str | None = xml("@type")
+    path: str | None = xml("source/@path")
+
+
+@dataclass
+class Domain(XMLModel):
+    TAG = "domain"
+    type: str | None = xml("@type")
+    name: str | None = xml("name")
+    uuid: str | None = xml("uuid")
+    memory_mib: int | None = xml("memory")
+    memory_unit: str | None = xml("memory/@unit")
+    vcpus: int | None = xml("vcpu")
+    os_type: str | None = xml("os/type")
+    arch: str | None = xml("os/type/@arch")
+    boot_dev: str | None = xml("os/boot/@dev")
+    acpi: bool = xml("features/acpi", False)
+    on_poweroff: str | None = xml("on_poweroff")
+    on_reboot: str | None = xml("on_reboot")
+    on_crash: str | None = xml("on_crash")
+    devices: list = children("devices", Disk, BridgeInterface, SerialLog)
+
+
+def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
+                    disk: str, bridge: str, mac: str, console_log: str) -> Domain:
+    """The domain of one instance: its qcow2 overlay on virtio, a virtio NIC on the bridge,
+    the first serial port appended to a log file, ACPI so it can be shut down cleanly.
+    A crashed guest is gone (its job sees the guest off), as is one that powers off."""
+    return Domain(
+        type=domain_type, name=name, memory_mib=memory_mib, memory_unit="MiB", vcpus=vcpus,
+        os_type="hvm", arch="x86_64", boot_dev="hd", acpi=True,
+        on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+        devices=[
+            Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2", source_file=disk,
+                 target_dev="vda", target_bus="virtio"),
+            BridgeInterface(type="bridge", mac=mac, bridge=bridge, model="virtio"),
+            SerialLog(type="file", path=console_log),
+        ])
