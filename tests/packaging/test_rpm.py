@@ -52,7 +52,7 @@ def test_the_node_package_holds_hooks_wrapper_library_and_config(rpms):
                  "/usr/share/condor-cloud/20-condor-cloud-node.conf",
                  "/var/lib/condor-cloud/local_cache", "/var/lib/condor-cloud/instances"]:
         assert path in f
-    assert any(p.endswith("/condor_cloud/wrapper.py") for p in f)
+    assert any(p.endswith("/condor_cloud/node/wrapper.py") for p in f)
 
 
 def test_the_master_package_holds_the_api_service_and_image_directories(rpms):
