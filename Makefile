@@ -5,7 +5,10 @@
 demo:
 	testbed/demo
 
-PYTHON = $(shell testbed/host-setup)
+# Which HTCondor the testbed runs: 23 (Debian 13, what CI runs) or 25 (Debian unstable).
+CONDOR_SERIES ?= 23
+export CONDOR_SERIES
+PYTHON = $(shell CONDOR_SERIES=$(CONDOR_SERIES) testbed/host-setup)
 
 testbed-up:
 	testbed/up

@@ -4,13 +4,21 @@ set -euo pipefail
 
 TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$TESTBED_DIR")
-# The cached Debian 13 root and guest image live outside the git tree so every
+# The cached Debian roots and guest image live outside the git tree so every
 # clone (and CI) reuses them.
 CACHE_DIR=${CONDOR_CLOUD_TESTBED_CACHE:-/var/cache/condor-cloud-testbed}
-ROOT_DIR=$CACHE_DIR/root
 GUEST_DIR=$CACHE_DIR/guest
+# Which HTCondor the hosts run: 23 (Debian 13's condor 23.9, the default and what
+# CI runs) or 25 (Debian unstable's condor 25.x). Each has its own cached root
+# and its own runtime state.
+CONDOR_SERIES=${CONDOR_SERIES:-23}
+case $CONDOR_SERIES in
+  23) DEBIAN_SUITE=trixie ROOT_DIR=$CACHE_DIR/root STATE_NAME=.testbed ;;
+  25) DEBIAN_SUITE=sid ROOT_DIR=$CACHE_DIR/root-25 STATE_NAME=.testbed-25 ;;
+  *) printf '[testbed] error: CONDOR_SERIES=%s: use 23 or 25\n' "$CONDOR_SERIES" >&2; exit 1 ;;
+esac
 # Runtime state of one checkout's testbed: pidfiles, overlays, logs, sockets.
-STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/.testbed}
+STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/$STATE_NAME}
 
 # Where the checkout appears inside every node's root.
 SRC_IN_ROOT=/opt/condor-cloud/src
