@@ -55,7 +55,7 @@ def test_the_library_goes_to_the_python_site_directory(packages):
                              check=True, capture_output=True, text=True).stdout.strip()
     assert re.fullmatch(r"/usr/lib/python3\.\d+/site-packages", sitelib)
     assert f"{sitelib}/condor_cloud/node/wrapper.py" in files(packages["rpm:condor-cloud-node"])
-    assert "%pyproject_install" in SPEC and "%pyproject_save_files condor_cloud" in SPEC
+    assert "%pyproject_install" in SPEC and "%pyproject_save_files -l condor_cloud" in SPEC
 
 
 def test_the_node_package_requires_python_3_11_and_the_libvirt_group_before_its_users(packages):
