@@ -180,12 +180,13 @@ def token_identity(token: str) -> str | None:
     return claims.get("sub") if isinstance(claims, dict) else None
 
 
-def daemon_token(m: Machine, uid_domain: str) -> Outcome:
-    """The token the daemons of this machine present to the rest of the pool."""
+def daemon_token(m: Machine, uid_domain: str, new_key: bool) -> Outcome:
+    """The token the daemons of this machine present to the rest of the pool (made
+    again when the pool key is NEW_KEY: a token signed by another key is refused)."""
     step = "daemon token"
     identity = f"condor@{uid_domain}"
     path = m.path(DAEMON_TOKEN)
-    if path.exists() and token_identity(path.read_text()) == identity:
+    if path.exists() and token_identity(path.read_text()) == identity and not new_key:
         if _private(m, DAEMON_TOKEN):
             return Outcome(step, DONE, f"{DAEMON_TOKEN} for {identity}: made root's, mode 0600")
         return Outcome(step, OK, f"{DAEMON_TOKEN} for {identity}")
@@ -344,10 +345,13 @@ def setup_master(m: Machine, settings: Settings, *, host: str, uid_domain: str) 
     check_name("host", host)
     check_name("UID_DOMAIN", uid_domain)
     credentials, password = api_credentials(m, settings)
+    site = site_config(m, "master", host, uid_domain)
+    had_key = m.path(POOL_KEY).exists()
+    key = pool_key(m, "master", host)
     return Report([
-        site_config(m, "master", host, uid_domain),
-        pool_key(m, "master", host),
-        daemon_token(m, uid_domain),
+        site,
+        key,
+        daemon_token(m, uid_domain, new_key=not had_key),
         reconciler_credential(),
         credentials,
         api_user_outside_libvirt(m),
@@ -365,7 +369,7 @@ def setup_node(m: Machine, settings: Settings, *, master: str, uid_domain: str) 
         site_config(m, "node", master, uid_domain),
         node_role(m),
         pool_key(m, "node", master),
-        daemon_token(m, uid_domain),
+        daemon_token(m, uid_domain, new_key=False),
         reconciler_credential(),
         instances_libvirt(m, settings),
         serial_console(m),

@@ -168,6 +168,15 @@ def test_credentials_an_admin_left_readable_are_made_private_and_kept(root, comm
     assert report.api_password is None
 
 
+def test_a_token_left_from_an_earlier_pool_key_is_made_again_with_the_new_key(root, commands):
+    token = root / "etc/condor/tokens.d/condor"
+    token.parent.mkdir(parents=True)
+    token.write_text(fake_token(f"condor@{DOMAIN}") + "\n")
+    report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
+    assert by_step(report)["pool signing key"].state == setup.DONE
+    assert by_step(report)["daemon token"].state == setup.DONE and len(commands.named("condor_token_create")) == 1
+
+
 def test_a_token_for_another_uid_domain_is_made_again(root, first_master, commands):
     setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.other.example", uid_domain="other.example")
     token = (root / "etc/condor/tokens.d/condor").read_text()
