@@ -186,7 +186,7 @@ def daemon_token(m: Machine, uid_domain: str, new_key: bool) -> Outcome:
     step = "daemon token"
     identity = f"condor@{uid_domain}"
     path = m.path(DAEMON_TOKEN)
-    if path.exists() and token_identity(path.read_text()) == identity and not new_key:
+    if path.exists() and token_identity(path.read_text(errors="replace")) == identity and not new_key:
         if _private(m, DAEMON_TOKEN):
             return Outcome(step, DONE, f"{DAEMON_TOKEN} for {identity}: made root's, mode 0600")
         return Outcome(step, OK, f"{DAEMON_TOKEN} for {identity}")
