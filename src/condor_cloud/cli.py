@@ -1,13 +1,15 @@
 """condor-cloud: the command line, on the same core as the API.
 
 Run it on the master: `images import` as root (it writes shared_images), the
-rest as the condor-cloud user (instances are that user's jobs).
+rest as the condor-cloud user (instances are that user's jobs). `setup` (as
+root) makes a freshly installed machine a master or a node.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +19,7 @@ from condor_cloud.errors import CloudError
 from condor_cloud.images import publish_image
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
+from condor_cloud import setup
 
 
 # -- output --------------------------------------------------------------------
@@ -94,6 +97,43 @@ def node_row(n: Node) -> dict[str, Any]:
             "libvirt": "ok" if n.libvirt_ok else "DOWN", "cached_images": ",".join(n.cached_images)}
 
 
+def run_setup(args: argparse.Namespace, settings: Settings) -> int:
+    if os.geteuid() != 0:
+        raise CloudError("setup changes HTCondor's configuration and keys: run it as root (sudo condor-cloud setup ...)")
+    machine = setup.Machine()
+    if args.role == "master":
+        host = args.host or socket.getfqdn()
+        domain = args.uid_domain or setup.domain_of(host)
+        if domain is None:
+            raise CloudError(f"cannot tell the pool's UID_DOMAIN from the host name {host!r}: give --uid-domain")
+        report = setup.setup_master(machine, settings, host=host, uid_domain=domain)
+    else:
+        domain = args.uid_domain or setup.domain_of(args.master)
+        if domain is None:
+            raise CloudError(f"cannot tell the pool's UID_DOMAIN from {args.master!r}: "
+                             "give --uid-domain (the master's, from condor_config_val UID_DOMAIN there)")
+        report = setup.setup_node(machine, settings, master=args.master, uid_domain=domain)
+    if args.json:
+        print(json.dumps({"complete": report.complete, "api_password": report.api_password,
+                          "steps": [vars(o) for o in report.outcomes]}, indent=2))
+        return 0 if report.complete else 1
+    for o in report.outcomes:
+        print(f"{o.state:8} {o.step}: {o.detail}")
+        if o.fix:
+            print(f"{'':8} fix: {o.fix}")
+    if report.api_password:
+        print(f"\nAPI user {setup.API_ADMIN}, password {report.api_password} (shown once; kept in "
+              f"{settings.api_credentials})")
+    if report.changed:
+        print("\nRestart HTCondor to apply the changes: systemctl restart condor")
+    if args.role == "master":
+        print("Start the API: systemctl enable --now condor-cloud-api")
+    if not report.complete:
+        print("\nSome steps are MISSING: fix them, then run this again.", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="condor-cloud", description="Manage condor-cloud images and instances.")
     p.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
@@ -118,6 +158,14 @@ def parser() -> argparse.ArgumentParser:
     inst.add_parser("console", help="print the end of a running instance's serial console").add_argument("id")
     areas.add_parser("nodes", help="nodes with their free resources and cached images")
     areas.add_parser("status", help="a summary of the cloud")
+    roles = areas.add_parser("setup", help="make this machine a master or a node (as root; run again at will)"
+                             ).add_subparsers(dest="role", required=True)
+    master = roles.add_parser("master", help="the central manager, schedd and API (it runs instances too)")
+    master.add_argument("--host", help="this machine's name as the nodes reach it (default: its FQDN)")
+    master.add_argument("--uid-domain", help="the pool's UID_DOMAIN (default: the host's DNS domain)")
+    node = roles.add_parser("node", help="a machine that runs instances for a master")
+    node.add_argument("--master", required=True, help="the master's host name")
+    node.add_argument("--uid-domain", help="the pool's UID_DOMAIN (default: the master's DNS domain)")
     return p
 
 
@@ -126,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import htcondor2
         settings = Settings.from_condor()
+        if args.area == "setup":
+            return run_setup(args, settings)
         cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), htcondor2.Schedd, ttl=0)
         return run(args, settings, cloud)
     except CloudError as e:
