@@ -26,7 +26,18 @@ SRC_IN_ROOT=/opt/condor-cloud/src
 # The testbed LAN: 198.18.0.0/15 is reserved for network tests (RFC 2544) and
 # lives only inside the namespaces below.
 LAN_PREFIX=198.18.0
-LAN_NETNS=cc-lan
+# Network namespace names are machine-wide. Each running testbed takes a slot
+# whose prefix names its namespaces, so testbeds of different checkouts can run
+# side by side in different slots: CONDOR_CLOUD_TESTBED_SLOT asks for one (0 by
+# default); the scripts otherwise use the slot this checkout's testbed runs in.
+RUNNING_SLOT=$(cat "$STATE_DIR/slot" 2>/dev/null || true)
+TESTBED_SLOT=${CONDOR_CLOUD_TESTBED_SLOT:-${RUNNING_SLOT:-0}}
+case $TESTBED_SLOT in
+  0) NETNS_PREFIX=cc- ;;
+  [1-9]) NETNS_PREFIX=cc$TESTBED_SLOT- ;;
+  *) printf '[testbed] error: CONDOR_CLOUD_TESTBED_SLOT=%s: use 0 to 9\n' "$TESTBED_SLOT" >&2; exit 1 ;;
+esac
+LAN_NETNS=${NETNS_PREFIX}lan
 LAN_BRIDGE=lan0
 LAN_ADDR=$LAN_PREFIX.1
 # Every instance has a new MAC, so every launch takes a lease: short leases
@@ -40,9 +51,9 @@ HOSTS=(
   "client:$LAN_PREFIX.9:client"
 )
 MASTER_ADDR=$LAN_PREFIX.2
-# Namespace names are machine-wide, so one testbed runs at a time; this file
-# names the checkout whose testbed owns them.
+# One testbed per slot; this file names the checkout whose testbed owns it.
 OWNER_FILE=/run/condor-cloud-testbed.owner
+[ "$TESTBED_SLOT" = 0 ] || OWNER_FILE=/run/condor-cloud-testbed.$TESTBED_SLOT.owner
 
 # The state directory of another checkout whose testbed is running here, if any
 # (a testbed whose processes are all gone, say after a reboot, does not count).
@@ -62,7 +73,7 @@ host_field() { # host_field "name:addr:role" N
   echo "${parts[$2]}"
 }
 
-netns_of() { echo "cc-$1"; }
+netns_of() { echo "$NETNS_PREFIX$1"; }
 node_state() { echo "$STATE_DIR/hosts/$1"; }
 keeper_pid() { cat "$(node_state "$1")/keeper.pid" 2>/dev/null; }
 
