@@ -9,6 +9,7 @@ REPO_DIR=$(dirname "$TESTBED_DIR")
 CACHE_DIR=${CONDOR_CLOUD_TESTBED_CACHE:-/var/cache/condor-cloud-testbed}
 ROOT_DIR=$CACHE_DIR/root
 GUEST_DIR=$CACHE_DIR/guest
+DEBIAN_DIR=$CACHE_DIR/debian
 # Runtime state of one checkout's testbed: pidfiles, overlays, logs, sockets.
 STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/.testbed}
 
@@ -66,6 +67,15 @@ require_root() { [ "$(id -u)" = 0 ] || die "run as root (the testbed creates nam
 # A zombie has exited (its parent just has not reaped it yet).
 pid_alive() {
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# The Debian mirror the host itself uses.
+debian_mirror() {
+  local uri
+  uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
+  [ -n "$uri" ] || uri=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)
+  [ -n "$uri" ] || die "cannot find a Debian mirror in the host's apt sources"
+  echo "$uri"
 }
 
 # Run a command chrooted in DIR with /proc, /sys and /dev mounted in a private

@@ -80,7 +80,7 @@ class Wrapper:
             name=self.spec.domain_name,
             domain_type=self.host.domain_type(self.settings.domain_type),
             memory_mib=self.spec.memory_mib, vcpus=self.spec.vcpus,
-            disk=str(self.files.disk), bridge=self.settings.bridge, mac=self.spec.mac,
+            disk=str(self.files.disk), seed=str(self.files.seed), bridge=self.settings.bridge, mac=self.spec.mac,
             console_log=str(console))
         self.guest = self.host.start(domain)
         log.info("instance %s: started domain %s (%s)", self.spec.key, self.spec.domain_name, domain.type)
