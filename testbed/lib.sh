@@ -25,7 +25,9 @@ LAN_ADDR=$LAN_PREFIX.1
 # Every instance has a new MAC, so every launch takes a lease: short leases
 # (dnsmasq's shortest; guests renew every minute) give the addresses of
 # ended guests back before a test run or a bench burst uses up the range.
-DHCP_RANGE="$LAN_PREFIX.100,$LAN_PREFIX.250,255.255.255.0,2m"
+DHCP_FIRST=$LAN_PREFIX.100
+DHCP_LAST=$LAN_PREFIX.250
+DHCP_RANGE="$DHCP_FIRST,$DHCP_LAST,255.255.255.0,2m"
 # name:address:role  (role: master | node | client)
 HOSTS=(
   "master:$LAN_PREFIX.2:master"

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import logging
 import subprocess
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Iterator
 from typing import Any, Callable, Mapping
 
 import htcondor2
@@ -20,7 +23,9 @@ import htcondor2
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
 from condor_cloud.errors import CloudError, ImageError, NotAllowed, NotFound, ParameterError, Unavailable
-from condor_cloud.images import Image, find_image, list_images
+from condor_cloud.images import Image, find_image, image_facts, list_images
+from condor_cloud.keys import KeyStore
+from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
 from condor_cloud.states import allowed_actions, instance_state
@@ -30,7 +35,7 @@ log = logging.getLogger("condor-cloud")
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR]
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME]
 CONSOLE_BYTES = 100 * 1024
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
@@ -124,6 +129,10 @@ class Instance:
         return allowed_actions(self.state)
 
     @property
+    def keyname(self) -> str:
+        return _text(self.ad, A.KEY_NAME)
+
+    @property
     def addresses(self) -> list[str]:
         return [a for a in _text(self.ad, A.ADDRESSES).split(",") if a]
 
@@ -162,6 +171,9 @@ class Cloud:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict]] | None = None
+        self.keys = KeyStore(settings.state / "keys.sqlite")
+        self.pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
+        self._assigning = threading.Lock()
 
     # -- condor ---------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[Any], Any], retry: bool = True) -> Any:
@@ -200,6 +212,25 @@ class Cloud:
             return find_image(self.settings.shared_images, image_id)
         except ImageError as e:
             raise NotFound(str(e)) from None
+
+    @contextmanager
+    def _assigning_addresses(self) -> Iterator[None]:
+        """Held from choosing an address to submitting its instance, by every process of this
+        master (the API's threads, the command line), so no two instances get one address."""
+        with self._assigning:
+            self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(self.settings.state / "addresses.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                yield
+
+    def _free_address(self, schedd: Any) -> StaticAddress:
+        ads = schedd.query(CLOUD_JOBS, [A.ASSIGNED_ADDRESS])
+        taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in ads}
+        address = self.pool.choose(taken)
+        if address is None:
+            raise Unavailable(f"every address of CONDOR_CLOUD_ADDRESS_POOL ({self.settings.address_pool}) "
+                              "is held by an instance in the queue; destroy instances or enlarge the pool")
+        return address
 
     # -- nodes ----------------------------------------------------------------------
     def nodes(self) -> list[Node]:
@@ -242,6 +273,7 @@ class Cloud:
             image = find_image(self.settings.shared_images, params["image_id"])
         except ImageError as e:
             raise ParameterError(str(e)) from None
+        facts = image_facts(self.settings.shared_images, image)
         hwp_id = params.get("hwp_id") or next(iter(self.profiles))
         if hwp_id not in self.profiles:
             raise ParameterError(f"hwp_id {hwp_id!r} is not a hardware profile; "
@@ -249,6 +281,9 @@ class Cloud:
         profile = self.profiles[hwp_id]
         memory = profile.memory.accept(params.get("hwp_memory"))
         cpus = profile.cpu.accept(params.get("hwp_cpu"))
+        if memory < facts.min_memory_mib:
+            raise ParameterError(f"image {image.id} needs at least {facts.min_memory_mib} MiB of memory; "
+                                 f"pick a larger hardware profile or hwp_memory")
         realm = params.get("realm_id") or REALMS[0]
         if realm not in REALMS:
             raise ParameterError(f"realm_id {realm!r} is not a realm; use one of {', '.join(REALMS)}")
@@ -256,20 +291,30 @@ class Cloud:
         name = params.get("name") or ""
         if len(name) > 256:
             raise ParameterError("name is longer than 256 characters")
-        attributes = user_attributes(name=name, owner=owner, user_data=user_data)
+        keyname = params.get("keyname") or ""
+        try:
+            public_key = self.keys.get(owner, keyname).public_key if keyname else ""
+        except NotFound:
+            raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
+                                 "at /api/keys") from None
+        attributes = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
+                                     public_key=public_key)
         macs = {ad.get(A.MAC) for ad in self._jobs()}
-        desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
-                                    wrapper=self.settings.wrapper, logs=str(self.settings.logs),
-                                    lease=self.settings.job_lease,
-                                    hardware_profile=hwp_id, realm=realm)
+        # Images known not to run cloud-init cannot take a static address: they use DHCP.
+        static = self.pool is not None and facts.cloud_init is not False
 
         def submit(s) -> str:
+            desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
+                                        wrapper=self.settings.wrapper, logs=str(self.settings.logs),
+                                        lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
+                                        network=self._free_address(s) if static else None)
             iid = f"{s.submit(htcondor2.Submit(desc)).cluster()}.0"
             for attr, value in attributes.items():
                 s.edit(_job_constraint(iid), attr, value)
             s.reschedule()  # a negotiation cycle now rather than at the next interval
             return iid
-        iid = self._call("submit the instance", submit, retry=False)  # never submit twice
+        with self._assigning_addresses() if static else nullcontext():
+            iid = self._call("submit the instance", submit, retry=False)  # never submit twice
         self._changed()
         return self.instance(iid)
 
@@ -301,8 +346,10 @@ class Cloud:
 
 
 def check_user_data(text: str, limit: int) -> str:
+    """TEXT as one line of base64 (line breaks, as base64 tools write them, removed)."""
+    text = "".join(text.split())
     if len(text) > limit:
-        raise ParameterError(f"user_data is {len(text)} characters; the limit is {limit}")
+        raise ParameterError(f"user_data is {len(text)} base64 characters; the limit is {limit}")
     try:
         base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -27,13 +27,26 @@ class Settings:
     domain_type: str = "auto"
     # Seconds a guest gets to power off after an ACPI shutdown before it is destroyed.
     shutdown_timeout: int = 60
-    # Where to learn a guest's IPv4 address, tried in order: leases (the DHCP
-    # server's lease file), neighbours (this node's ARP table), libvirt
-    # (libvirt's interface addresses, including the guest agent).
-    address_sources: tuple[str, ...] = ("leases", "neighbours", "libvirt")
+    # Where to learn a guest's IPv4 address, tried in order: assigned (the
+    # address the cloud gave it, once this node's ARP probe finds it at the
+    # guest's MAC), leases (the DHCP server's lease file), libvirt (the guest
+    # agent, where the image runs one, and libvirt's view of the ARP table),
+    # neighbours (this node's ARP table), probe (an ARP probe of dhcp_range).
+    address_sources: tuple[str, ...] = ("assigned", "leases", "libvirt", "neighbours", "probe")
     dhcp_leases: Path = Path("/var/lib/misc/dnsmasq.leases")
+    # FIRST-LAST: the addresses the LAN's DHCP server hands out, which nodes
+    # probe for guests that take their address by DHCP (empty: no probing).
+    dhcp_range: str = ""
 
     # -- the master: the API -------------------------------------------------
+    # FIRST-LAST/PREFIX: addresses the cloud assigns to instances itself
+    # (outside any DHCP server's range); empty: guests take theirs by DHCP.
+    address_pool: str = ""
+    # The rest of the guests' static set-up when a pool is used (may be empty).
+    gateway: str = ""
+    nameservers: tuple[str, ...] = ()
+    # The master's own records: API users' keys (keys.sqlite), the address pool's lock.
+    state: Path = Path("/var/lib/condor-cloud/state")
     # The VM wrapper's path on the nodes.
     wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
     # Instances' console and wrapper logs, on the master.

@@ -7,14 +7,18 @@ from typing import Iterable
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
 from condor_cloud.errors import ParameterError
+from condor_cloud.network import StaticAddress
 
 _UNSAFE = ("\\", "\n", "\r", "\0")
 
 
-def user_attributes(*, name: str, owner: str, user_data: str = "") -> dict[str, str]:
-    """What a user typed, as job attribute literals. They are set with Schedd.edit after
+def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str = "",
+                    public_key: str = "") -> dict[str, str]:
+    """What a user typed or chose, as job attribute literals. They are set with Schedd.edit after
     the submit, never through the submit language (which would expand $(macros))."""
     typed = {A.NAME: ("name", name), A.OWNER: ("owner", owner), A.USER_DATA: ("user_data", user_data)}
+    if keyname:
+        typed |= {A.KEY_NAME: ("keyname", keyname), A.PUBLIC_KEY: ("public_key", public_key)}
     for what, value in typed.values():
         if any(c in value for c in _UNSAFE):
             raise ParameterError(f"{what} may not contain backslashes, line breaks or NUL characters")
@@ -32,10 +36,16 @@ def new_mac(taken: Iterable[str] = ()) -> str:
 
 def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
                          wrapper: str, logs: str, lease: int, hardware_profile: str = "",
-                         realm: str = "default") -> dict[str, str]:
+                         realm: str = "default", network: StaticAddress | None = None) -> dict[str, str]:
     """Submit commands for one instance (for htcondor2.Submit); every value here is
-    checked by condor-cloud (ids, numbers, paths), none is free text from a user."""
-    return {
+    checked by condor-cloud (ids, numbers, paths, addresses), none is free text from a user.
+    NETWORK: the static address the cloud assigned the instance, if any."""
+    static = {} if network is None else {
+        f"My.{A.ASSIGNED_ADDRESS}": literal(network.address),
+        f"My.{A.GATEWAY}": literal(network.gateway),
+        f"My.{A.NAMESERVERS}": literal(",".join(network.nameservers)),
+    }
+    return static | {
         "universe": "vanilla",
         "executable": wrapper,
         "transfer_executable": "false",

@@ -44,7 +44,7 @@ def test_the_guest_gets_the_instance_id_name_key_and_user_data_of_the_ad():
 def test_an_assigned_address_becomes_a_static_network_for_the_instance_mac():
     guest = InstanceSpec.from_ad(dict(GOOD, CloudAssignedAddress="198.18.0.23/24", CloudGateway="198.18.0.1",
                                       CloudNameservers="198.18.0.2, 198.18.0.3")).guest
-    assert guest.network.mac == "52:54:00:ab:cd:01"
+    assert guest.mac == "52:54:00:ab:cd:01"
     assert guest.network.address == "198.18.0.23/24" and guest.network.gateway == "198.18.0.1"
     assert guest.network.nameservers == ("198.18.0.2", "198.18.0.3")
 

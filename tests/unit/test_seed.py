@@ -7,7 +7,8 @@ import subprocess
 import pycdlib
 import pytest
 
-from condor_cloud.node.seed import GuestData, GuestNetwork, hostname_for, write_seed
+from condor_cloud.network import StaticAddress
+from condor_cloud.node.seed import GuestData, hostname_for, write_seed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHTd20pCo/LWNBVa6bAl1ZnuEbGdmQGW5LGF23hFMkJp laptop"
 USER_DATA = b"#!/bin/sh\necho 'hello \xff\x00 bytes' > /tmp/x\r\n"
@@ -34,9 +35,9 @@ def read_seed(path) -> dict[str, bytes]:
 
 @pytest.fixture
 def seed(tmp_path):
-    data = GuestData(instance_id="12.0", hostname="web-1", public_keys=(KEY,), user_data=USER_DATA,
-                     network=GuestNetwork(mac="52:54:00:ab:cd:01", address="198.18.0.23/24",
-                                          gateway="198.18.0.1", nameservers=("198.18.0.2",)))
+    data = GuestData(instance_id="12.0", hostname="web-1", mac="52:54:00:ab:cd:01", public_keys=(KEY,),
+                     user_data=USER_DATA, network=StaticAddress(address="198.18.0.23/24", gateway="198.18.0.1",
+                                                                nameservers=("198.18.0.2",)))
     path = tmp_path / "seed.iso"
     write_seed(path, data)
     return path

@@ -23,6 +23,7 @@ import pycdlib
 
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import JobAdError
+from condor_cloud.network import StaticAddress
 
 LABEL = "cidata"
 # ISO9660 level-1 names, with the real names in the Rock Ridge and Joliet records.
@@ -30,21 +31,13 @@ _ISO_NAMES = {"meta-data": "/METADATA.;1", "user-data": "/USERDATA.;1", "network
 
 
 @dataclass(frozen=True)
-class GuestNetwork:
-    """A static IPv4 set-up for the NIC with MAC."""
-    mac: str
-    address: str                  # with its prefix length: 198.18.0.23/24
-    gateway: str = ""
-    nameservers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class GuestData:
     instance_id: str
     hostname: str
+    mac: str = ""
     public_keys: tuple[str, ...] = ()
     user_data: bytes = b""
-    network: GuestNetwork | None = None
+    network: StaticAddress | None = None  # None: the guest takes its address by DHCP
 
 
 def _text(ad: Mapping[str, Any], attr: str) -> str:
@@ -73,8 +66,8 @@ def guest_data_from_ad(ad: Mapping[str, Any], mac: str, name: str) -> GuestData:
                                 for n in _text(ad, A.NAMESERVERS).replace(",", " ").split())
         except ValueError as e:
             raise JobAdError(f"the instance's static address set-up is not usable: {e}") from None
-        network = GuestNetwork(mac, address, gateway, nameservers)
-    return GuestData(instance_id=instance_id, hostname=hostname_for(name, instance_id),
+        network = StaticAddress(address, gateway, nameservers)
+    return GuestData(instance_id=instance_id, hostname=hostname_for(name, instance_id), mac=mac,
                      public_keys=(public_key,) if public_key else (), user_data=user_data, network=network)
 
 
@@ -91,8 +84,8 @@ def meta_data(data: GuestData) -> bytes:
     return (json.dumps(meta, indent=1) + "\n").encode()
 
 
-def network_config(net: GuestNetwork) -> bytes:
-    nic: dict = {"match": {"macaddress": net.mac}, "dhcp4": False, "addresses": [net.address]}
+def network_config(mac: str, net: StaticAddress) -> bytes:
+    nic: dict = {"match": {"macaddress": mac}, "dhcp4": False, "addresses": [net.address]}
     if net.gateway:
         nic["routes"] = [{"to": "0.0.0.0/0", "via": net.gateway}]
     if net.nameservers:
@@ -103,7 +96,7 @@ def network_config(net: GuestNetwork) -> bytes:
 def seed_files(data: GuestData) -> dict[str, bytes]:
     files = {"meta-data": meta_data(data), "user-data": data.user_data}
     if data.network is not None:
-        files["network-config"] = network_config(data.network)
+        files["network-config"] = network_config(data.mac, data.network)
     return files
 
 
