@@ -23,7 +23,7 @@ import htcondor2
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
 from condor_cloud.errors import CloudError, ImageError, NotAllowed, NotFound, ParameterError, Unavailable
-from condor_cloud.images import Image, find_image, image_facts, list_images
+from condor_cloud.images import Image, ImageFacts, find_image, image_facts, list_images
 from condor_cloud.keys import KeyStore
 from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.profiles import HardwareProfile
@@ -213,6 +213,9 @@ class Cloud:
         except ImageError as e:
             raise NotFound(str(e)) from None
 
+    def facts(self, image: Image) -> ImageFacts:
+        return image_facts(self.settings.shared_images, image)
+
     @contextmanager
     def _assigning_addresses(self) -> Iterator[None]:
         """Held from choosing an address to submitting its instance, by every process of this
@@ -273,7 +276,7 @@ class Cloud:
             image = find_image(self.settings.shared_images, params["image_id"])
         except ImageError as e:
             raise ParameterError(str(e)) from None
-        facts = image_facts(self.settings.shared_images, image)
+        facts = self.facts(image)
         hwp_id = params.get("hwp_id") or next(iter(self.profiles))
         if hwp_id not in self.profiles:
             raise ParameterError(f"hwp_id {hwp_id!r} is not a hardware profile; "

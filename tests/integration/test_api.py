@@ -30,10 +30,10 @@ def test_the_entry_point_names_the_condor_driver_and_its_collections(api):
     root = xml(r)
     assert root.tag == "api" and root.get("driver") == "condor"
     rels = {link.get("rel"): link.get("href") for link in root.findall("link")}
-    assert {"instances", "images", "hardware_profiles", "realms", "instance_states"} <= set(rels)
+    assert {"instances", "images", "hardware_profiles", "realms", "instance_states", "keys"} <= set(rels)
     assert rels["instances"] == api.base + "/instances"
     features = {f.get("name") for f in root.find("link[@rel='instances']").findall("feature")}
-    assert {"user_data", "user_name"} <= features
+    assert features == {"user_data", "user_name", "authentication_key"}
 
 
 def test_responses_carry_the_deltacloud_headers(api):

@@ -88,6 +88,10 @@ def test_twenty_concurrent_creates_make_twenty_instances(api, schedd):
         assert len(set(ids)) == 20
         # Exactly these 20 jobs are new (earlier tests' jobs may be leaving the queue meanwhile).
         assert set(cloud_jobs(schedd)) - before == {int(i.split(".")[0]) for i in ids}
+        # Each got its own address from the pool.
+        addresses = [ad.get("CloudAssignedAddress") for ad in schedd.query(
+            " || ".join(f"ClusterId == {i.split('.')[0]}" for i in ids), ["CloudAssignedAddress"])]
+        assert len(set(addresses)) == 20 and None not in addresses
     finally:
         for iid in ids:
             api.delete(f"{api.base}/instances/{iid}", timeout=30)

@@ -180,15 +180,18 @@ class Api:
         one = request.path_params.get("id")
         if one is not None:
             image = self.cloud.image(one)
-            return self.respond(request, fmt, 200, lambda: render.image_xml(image, links, profiles),
-                                lambda: {"image": render.image_json(image, links, profiles)},
+            facts = self.cloud.facts(image)
+            return self.respond(request, fmt, 200, lambda: render.image_xml(image, facts, links, profiles),
+                                lambda: {"image": render.image_json(image, facts, links, profiles)},
                                 lambda: html.images_page([image], profiles, links, self.credentials.csrf_token(user)))
-        images = self.cloud.images()
+        images = [(i, self.cloud.facts(i)) for i in self.cloud.images()]
 
         return self.respond(request, fmt, 200,
-                            lambda: render.collection("images", [render.image_xml(i, links, profiles) for i in images]),
-                            lambda: {"images": [render.image_json(i, links, profiles) for i in images]},
-                            lambda: html.images_page(images, profiles, links, self.credentials.csrf_token(user)))
+                            lambda: render.collection("images", [render.image_xml(i, f, links, profiles)
+                                                                 for i, f in images]),
+                            lambda: {"images": [render.image_json(i, f, links, profiles) for i, f in images]},
+                            lambda: html.images_page([i for i, _ in images], profiles, links,
+                                                     self.credentials.csrf_token(user)))
 
     async def instances(self, request: Request) -> Response:
         fmt, user = negotiate(request), self.user(request)
@@ -250,6 +253,52 @@ class Api:
                             lambda: {"instance": render.instance_json(instance, links)},
                             lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)))
 
+    async def keys(self, request: Request) -> Response:
+        """The user's SSH keys: list, create (a new pair, or an import with public_key)."""
+        fmt, user = negotiate(request), self.user(request)
+        links = self.links(request)
+        if request.method == "POST":
+            params = await self.params(request)
+            self.check_csrf(request, user, params, fmt)
+            if not params.get("name"):
+                raise ParameterError("name is required: the name of the new key")
+            if params.get("public_key"):
+                key, pem = self.cloud.keys.import_key(user, params["name"], params["public_key"]), None
+            else:
+                key, pem = self.cloud.keys.create(user, params["name"])
+            log.info("%s %s key %s", user, "made" if pem else "imported", key.name)
+            if browser_form(request, fmt) and pem is None:
+                return self.html_redirect(links("keys"))
+            return self.respond(request, fmt, 201, lambda: render.key_xml(key, links, pem),
+                                lambda: {"key": render.key_json(key, links, pem)},
+                                lambda: html.key_created_page(key, pem, links),
+                                headers={"Location": links("keys", key.name)})
+        keys = self.cloud.keys.list(user)
+        return self.respond(request, fmt, 200,
+                            lambda: render.collection("keys", [render.key_xml(k, links) for k in keys]),
+                            lambda: {"keys": [render.key_json(k, links) for k in keys]},
+                            lambda: html.keys_page(keys, links, self.credentials.csrf_token(user)))
+
+    async def key(self, request: Request) -> Response:
+        fmt, user = negotiate(request), self.user(request)
+        links = self.links(request)
+        name = request.path_params["id"]
+        params = await self.params(request) if request.method != "GET" else {}
+        method = params.get("_method", request.method).upper()
+        if method == "DELETE":
+            self.check_csrf(request, user, params, fmt)
+            self.cloud.keys.delete(user, name)
+            log.info("%s deleted key %s", user, name)
+            if browser_form(request, fmt):
+                return self.html_redirect(links("keys"))
+            return Response(status_code=204)
+        if method != "GET":
+            raise HTTPError(405, f"{method} is not allowed on a key; use GET or DELETE")
+        key = self.cloud.keys.get(user, name)
+        return self.respond(request, fmt, 200, lambda: render.key_xml(key, links),
+                            lambda: {"key": render.key_json(key, links)},
+                            lambda: html.keys_page([key], links, self.credentials.csrf_token(user)))
+
     async def instance_states(self, request: Request) -> Response:
         fmt, _ = negotiate(request), self.user(request)
         links = self.links(request)
@@ -276,6 +325,8 @@ def create_app(cloud: Cloud, credentials: Credentials) -> Starlette:
         Route("/api/instances/{id}", api.instance, methods=["GET", "POST", "DELETE"]),
         Route("/api/instances/{id}/{action}", api.action, methods=["POST"]),
         Route("/api/instance_states", api.instance_states, methods=["GET"]),
+        Route("/api/keys", api.keys, methods=["GET", "POST"]),
+        Route("/api/keys/{id}", api.key, methods=["GET", "POST", "DELETE"]),
     ]
     app = Starlette(routes=routes)
 

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from condor_cloud.api.render import Links
 from condor_cloud.cloud import Instance
 from condor_cloud.images import Image
+from condor_cloud.keys import Key
 
 STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:.3em .6em}form{display:inline}")
@@ -26,7 +27,7 @@ def page(title: str, links: Links) -> tuple[ET.Element, ET.Element]:
     _sub(head, "style", STYLE)
     body = _sub(root, "body")
     nav = _sub(body, "p")
-    for name in ("images", "instances", "hardware_profiles", "realms"):
+    for name in ("images", "instances", "keys", "hardware_profiles", "realms"):
         _sub(nav, "a", name.replace("_", " "), href=links(name) + "?format=html")
         nav[-1].tail = " "
     _sub(body, "h1", title)
@@ -61,6 +62,7 @@ def images_page(images: list[Image], profiles: list[str], links: Links, csrf: st
         _hidden(form, "image_id", image.id)
         _hidden(form, "csrf_token", csrf)
         _sub(form, "input", name="name", placeholder="name", id=f"name-{image.id}")
+        _sub(form, "input", name="keyname", placeholder="key name", id=f"keyname-{image.id}")
         select = _sub(form, "select", name="hwp_id")
         for p in profiles:
             _sub(select, "option", p, value=p)
@@ -84,6 +86,39 @@ def instances_page(instances: list[Instance], links: Links, csrf: str) -> str:
         cell = _sub(row, "td")
         for action in i.actions:
             cell.append(action_form(links, i, action, csrf))
+    return _html(root)
+
+
+def keys_page(keys: list[Key], links: Links, csrf: str) -> str:
+    root, body = page("Keys", links)
+    table = _sub(body, "table", id="keys")
+    head = _sub(table, "tr")
+    for h in ("name", "fingerprint", "delete"):
+        _sub(head, "th", h)
+    for key in keys:
+        row = _sub(table, "tr", id=f"key-{key.name}")
+        _sub(row, "td", key.name)
+        _sub(row, "td", key.fingerprint)
+        form = _sub(_sub(row, "td"), "form", method="post", action=links("keys", key.name) + "?format=html")
+        _hidden(form, "_method", "delete")
+        _hidden(form, "csrf_token", csrf)
+        _sub(form, "button", "delete", type="submit", id=f"delete-key-{key.name}")
+    form = _sub(body, "form", method="post", action=links("keys") + "?format=html")
+    _hidden(form, "csrf_token", csrf)
+    _sub(form, "input", name="name", placeholder="name", id="key-name")
+    _sub(form, "input", name="public_key", placeholder="public key to import (empty: make a new pair)",
+         id="key-public", size="60")
+    _sub(form, "button", "Add key", type="submit", id="add-key")
+    return _html(root)
+
+
+def key_created_page(key: Key, pem: str | None, links: Links) -> str:
+    root, body = page(f"Key {key.name}", links)
+    _sub(body, "p", f"Fingerprint {key.fingerprint}.")
+    if pem is not None:
+        _sub(body, "p", "Save this private key now (for example as ~/.ssh/condor-cloud, mode 600): "
+                        "it is shown only this once.")
+        _sub(body, "pre", pem, id="pem")
     return _html(root)
 
 

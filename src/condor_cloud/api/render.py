@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from condor_cloud.cloud import Instance
-from condor_cloud.images import Image
+from condor_cloud.images import Image, ImageFacts
+from condor_cloud.keys import Key
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.states import STATES, TRANSITIONS
 
@@ -15,13 +16,16 @@ DRIVER = "condor"
 ARCH = "x86_64"
 ACTION_METHODS = {"destroy": "delete"}
 
-# The collections of the entry point and the create features they offer.
+# The collections of the entry point and the create features they offer
+# (each one works: user_data reaches the guest through its NoCloud seed,
+# keyname puts the key in the guest's authorized keys).
 COLLECTIONS = {
-    "instances": {"user_data": ["user_data"], "user_name": ["name"]},
+    "instances": {"user_data": ["user_data"], "user_name": ["name"], "authentication_key": ["keyname"]},
     "hardware_profiles": {},
     "images": {},
     "realms": {},
     "instance_states": {},
+    "keys": {},
     "drivers": {},
 }
 
@@ -136,20 +140,30 @@ def realm_json(realm: str, links: Links) -> dict:
 
 # -- images ------------------------------------------------------------------------------
 
-def _image_fields(image: Image) -> dict:
-    return {"name": image.id, "description": f"{image.format} disk image, {image.size >> 20} MiB",
-            "owner": "admin", "architecture": ARCH, "state": "AVAILABLE",
+def _image_fields(image: Image, facts: ImageFacts) -> dict:
+    return {"name": facts.name, "description": facts.description,
+            "owner": "admin", "architecture": facts.architecture, "state": "AVAILABLE",
             "creation_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.mtime_ns // 10**9))}
 
 
-def image_xml(image: Image, links: Links, profiles: list[str]) -> ET.Element:
-    f = _image_fields(image)
+def _image_extras(facts: ImageFacts) -> dict:
+    """What condor-cloud adds to Deltacloud's image: the facts a user needs to launch and log in."""
+    extras = {"login_user": facts.login_user, "min_memory_mib": facts.min_memory_mib,
+              "min_disk_gib": facts.min_disk_gib, "disk_size_mib": facts.virtual_size >> 20,
+              "cloud_init": {True: "true", False: "false", None: "unknown"}[facts.cloud_init]}
+    return {k: v for k, v in extras.items() if v not in ("", 0)}
+
+
+def image_xml(image: Image, facts: ImageFacts, links: Links, profiles: list[str]) -> ET.Element:
+    f = _image_fields(image, facts)
     el = ET.Element("image", href=links("images", image.id), id=image.id)
     for tag in ("name", "description"):
         _sub(el, tag, f[tag])
     _sub(el, "owner_id", f["owner"])
     for tag in ("architecture", "state", "creation_time"):
         _sub(el, tag, f[tag])
+    for tag, value in _image_extras(facts).items():
+        _sub(el, tag, value)
     hwps = _sub(el, "hardware_profiles")
     for p in profiles:
         _sub(hwps, "hardware_profile", href=links("hardware_profiles", p), id=p, rel="hardware_profile")
@@ -159,8 +173,9 @@ def image_xml(image: Image, links: Links, profiles: list[str]) -> ET.Element:
     return el
 
 
-def image_json(image: Image, links: Links, profiles: list[str]) -> dict:
-    return {"id": image.id, "href": links("images", image.id), **_image_fields(image), "root_type": "transient",
+def image_json(image: Image, facts: ImageFacts, links: Links, profiles: list[str]) -> dict:
+    return {"id": image.id, "href": links("images", image.id), **_image_fields(image, facts),
+            **_image_extras(facts), "root_type": "transient",
             "hardware_profiles": [{"id": p, "href": links("hardware_profiles", p), "rel": "hardware_profile"}
                                   for p in profiles]}
 
@@ -191,6 +206,9 @@ def instance_xml(i: Instance, links: Links) -> ET.Element:
     for addr in i.addresses:
         _sub(pub, "address", addr, type="ipv4")
     _sub(el, "private_addresses")
+    auth = _sub(el, "authentication", type="key")
+    if i.keyname:
+        _sub(_sub(auth, "login"), "keyname", i.keyname)
     return el
 
 
@@ -209,6 +227,33 @@ def instance_json(i: Instance, links: Links) -> dict:
     }
     if _launch_time(i):
         out["create_time"] = _launch_time(i)
+    out["authentication_type"] = "key"
+    if i.keyname:
+        out["authentication"] = {"keyname": i.keyname}
+    return out
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+def key_xml(key: Key, links: Links, pem: str | None = None) -> ET.Element:
+    """A key as Deltacloud shows it; PEM (the private key) only in the answer to its creation."""
+    el = ET.Element("key", href=links("keys", key.name), id=key.name, type="key")
+    _sub(el, "name", key.name)
+    actions = _sub(el, "actions")
+    _sub(actions, "link", rel="destroy", method="delete", href=links("keys", key.name))
+    _sub(el, "fingerprint", key.fingerprint)
+    if pem is not None:
+        _sub(el, "pem", pem)
+    _sub(el, "public_key", key.public_key)
+    _sub(el, "state", "AVAILABLE")
+    return el
+
+
+def key_json(key: Key, links: Links, pem: str | None = None) -> dict:
+    out = {"id": key.name, "href": links("keys", key.name), "name": key.name, "credential_type": "key",
+           "fingerprint": key.fingerprint, "public_key": key.public_key, "state": "AVAILABLE"}
+    if pem is not None:
+        out["pem_rsa_key"] = pem
     return out
 
 

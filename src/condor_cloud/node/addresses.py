@@ -90,7 +90,7 @@ def arp_probe(candidates: list[str], every: float, table: AddressSource = neighb
 
 def address_sources(names: Iterable[str], *, assigned: str, dhcp_range: str, leases: Path,
                     libvirt: AddressSource, assigned_every: float = 0.2,
-                    range_every: float = 1.0) -> list[AddressSource]:
+                    range_every: float = 0.5) -> list[AddressSource]:
     """The sources NAMES (CONDOR_CLOUD_ADDRESS_SOURCES) stand for, in order; those that have
     nothing to work with (no assigned address, no DHCP range) are left out."""
     made: dict[str, Callable[[], AddressSource | None]] = {
