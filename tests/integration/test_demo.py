@@ -25,9 +25,10 @@ def test_demo_env_names_url_user_and_password(demo):
     assert demo[1]["CONDOR_CLOUD_API_URL"] == "http://localhost:3002/api"
 
 
-def test_the_api_answers_on_localhost_with_the_sample_image(testbed, demo):
+def test_the_api_answers_on_localhost_with_the_sample_images(testbed, demo):
     env = demo[1]
     done = testbed.host_network("curl", "-sf", "-u", f"{env['CONDOR_CLOUD_API_USER']}:{env['CONDOR_CLOUD_API_PASSWORD']}",
                            "-H", "Accept: application/xml", env["CONDOR_CLOUD_API_URL"] + "/images")
     assert done.returncode == 0, done.stderr
     assert 'id="tiny.img"' in done.stdout
+    assert 'id="debian-13.qcow2"' in done.stdout
