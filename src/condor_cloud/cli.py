@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
                  ["id", "name", "image", "state", "addresses", "node", "profile"], args.json)
         elif args.command == "launch":
             params = {"image_id": args.image, "hwp_id": args.profile, "hwp_memory": args.memory,
-                      "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data}
+                      "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data, "keyname": args.key}
             instance = cloud.create({k: str(v) for k, v in params.items() if v is not None},
                                     owner=args.owner)
             show([instance_row(instance)], ["id", "name", "image", "state"], args.json)
@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--memory", type=int, help="memory in MiB, where the profile allows")
     launch.add_argument("--cpus", type=int, help="CPUs, where the profile allows")
     launch.add_argument("--user-data", help="user data, base64")
+    launch.add_argument("--key", help="an SSH key of the owner's (see /api/keys) for the guest")
     launch.add_argument("--owner", default=os.environ.get("USER", "cli"), help="owner to record")
     for action in ("stop", "start", "reboot", "destroy"):
         inst.add_parser(action, help=f"{action} an instance").add_argument("id")
