@@ -2,6 +2,15 @@
 # shellcheck shell=bash
 set -euo pipefail
 
+# The daemons these scripts start must not keep the caller's files open (a
+# lock the caller holds, say, would be held for as long as the testbed runs):
+# drop every descriptor inherited above stderr (255 is the running script).
+for _fd in /proc/$$/fd/*; do
+  _fd=${_fd##*/}
+  case $_fd in 0|1|2|255) ;; *) eval "exec $_fd>&-" 2>/dev/null || true ;; esac
+done
+unset _fd
+
 TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$TESTBED_DIR")
 # The cached Debian 13 root and guest image live outside the git tree so every
