@@ -70,9 +70,12 @@ def test_sources_without_anything_to_work_with_are_left_out(tmp_path):
     names = ["assigned", "leases", "probe", "unknown"]
     none = address_sources(names, assigned="", dhcp_range="", leases=tmp_path / "l", libvirt=lambda m: [])
     assert len(none) == 1
-    both = address_sources(names, assigned="198.18.0.23", dhcp_range="198.18.0.100-198.18.0.102",
+    dhcp = address_sources(names, assigned="", dhcp_range="198.18.0.100-198.18.0.102",
                            leases=tmp_path / "l", libvirt=lambda m: [])
-    assert len(both) == 3
+    assert len(dhcp) == 2
+    static = address_sources(names, assigned="198.18.0.23", dhcp_range="198.18.0.100-198.18.0.102",
+                             leases=tmp_path / "l", libvirt=lambda m: [])
+    assert len(static) == 2  # an assigned address: the DHCP range is not probed
 
 
 def test_a_datagram_to_an_address_needs_no_privileges():

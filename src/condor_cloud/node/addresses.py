@@ -92,13 +92,14 @@ def address_sources(names: Iterable[str], *, assigned: str, dhcp_range: str, lea
                     libvirt: AddressSource, assigned_every: float = 0.2,
                     range_every: float = 0.5) -> list[AddressSource]:
     """The sources NAMES (CONDOR_CLOUD_ADDRESS_SOURCES) stand for, in order; those that have
-    nothing to work with (no assigned address, no DHCP range) are left out."""
+    nothing to work with are left out: assigned without an ASSIGNED address, and probe without
+    a DHCP range or for a guest that was assigned an address (no DHCP guest: no LAN noise)."""
     made: dict[str, Callable[[], AddressSource | None]] = {
         "assigned": lambda: arp_probe([assigned], assigned_every) if assigned else None,
         "leases": lambda: lease_file(leases),
         "libvirt": lambda: libvirt,
         "neighbours": lambda: neighbour_table(),
         "probe": lambda: (arp_probe(parse_range(dhcp_range, "CONDOR_CLOUD_DHCP_RANGE").addresses(), range_every)
-                          if dhcp_range else None),
+                          if dhcp_range and not assigned else None),
     }
     return [source for name in names if name in made and (source := made[name]()) is not None]
