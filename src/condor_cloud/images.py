@@ -67,6 +67,16 @@ def find_image(shared: Path, image_id: str) -> Image:
     return Image(image_id, real, image_format(image_id), st.st_size, st.st_mtime_ns)
 
 
+def virtual_size(image: Image) -> int:
+    """The size in bytes of the disk an instance of IMAGE sees (a qcow2 image's header says it)."""
+    if image.format == "qcow2":
+        with open(image.path, "rb") as f:
+            header = f.read(32)
+        if header[:4] == b"QFI\xfb":
+            return int.from_bytes(header[24:32], "big")
+    return image.size
+
+
 def list_images(shared: Path) -> list[Image]:
     """Every usable image in SHARED, sorted by id."""
     images = []
