@@ -133,3 +133,40 @@ def test_csrf_tokens_are_per_session(creds):
     assert not creds.csrf_ok("alice:2:sig", token)
     assert not creds.csrf_ok("basic:alice", token)
     assert not creds.csrf_ok("alice:1:sig", None)
+
+
+# -- where the server listens -------------------------------------------------------------
+
+def test_loopback_needs_no_tls():
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    assert tls_options(Settings(), "127.0.0.1") == {} and tls_options(Settings(), "::1") == {}
+
+
+@pytest.mark.parametrize("address", ["198.18.0.2", "0.0.0.0", "::", "api.example.org"])
+def test_the_network_without_tls_is_refused_unless_allowed(address):
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    with pytest.raises(CloudError, match="without TLS.*CONDOR_CLOUD_API_TLS_CERTIFICATE"):
+        tls_options(Settings(), address)
+    assert tls_options(Settings.from_params({"CONDOR_CLOUD_API_ALLOW_PLAIN_HTTP": "True"}), address) == {}
+
+
+def test_tls_takes_a_certificate_and_a_key(tmp_path):
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    settings = Settings(api_tls_certificate=str(tmp_path / "c.pem"), api_tls_key=str(tmp_path / "k.pem"))
+    assert tls_options(settings, "198.18.0.2") == {"ssl_certfile": str(tmp_path / "c.pem"),
+                                                   "ssl_keyfile": str(tmp_path / "k.pem")}
+    with pytest.raises(CloudError, match="both"):
+        tls_options(Settings(api_tls_certificate=str(tmp_path / "c.pem")), "198.18.0.2")
+    with pytest.raises(CloudError, match="no such file"):
+        tls_options(Settings(api_tls_certificate="/nope.pem", api_tls_key=str(tmp_path / "k.pem")), "127.0.0.1")
+
+
+def test_a_boolean_knob_says_what_it_takes():
+    from condor_cloud.settings import Settings
+    with pytest.raises(CloudError, match="true or false"):
+        Settings.from_params({"CONDOR_CLOUD_API_ALLOW_PLAIN_HTTP": "maybe"})
