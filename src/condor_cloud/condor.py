@@ -93,16 +93,14 @@ def _serve(conn: Any) -> None:
         except (EOFError, OSError):
             return
         try:
-            if target == "schedd":
-                if method == "submit":
-                    args = (htcondor2.Submit(args[0]),)
-                result = getattr(schedd, method)(*args, **kwargs)
-                if method == "submit":
-                    result = result.cluster()
-                elif method in ("query", "act"):
-                    result = _plain(result) if method == "act" else [_plain(ad) for ad in result]
-            else:
+            if target == "collector":
                 result = [_plain(ad) for ad in htcondor2.Collector().query(*args, **kwargs)]
+            elif method == "submit":
+                result = schedd.submit(htcondor2.Submit(args[0])).cluster()
+            elif method == "query":
+                result = [_plain(ad) for ad in schedd.query(*args, **kwargs)]
+            else:
+                result = _plain(getattr(schedd, method)(*args, **kwargs))
             conn.send(("ok", result))
         except Exception as e:  # every failure goes back to the caller as text
             conn.send(("error", str(e) or type(e).__name__))

@@ -93,19 +93,25 @@ def error_response(request: Request, status: int, message: str, headers: dict | 
     return Response(rep.html(page(request)), status, headers, media_type="text/html; charset=utf-8")
 
 
-async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool = False) -> Any:
-    """FN(*ARGS) in a worker thread, waiting at most the API's timeout: the core's calls
-    block (file systems, HTCondor's worker processes), the event loop must not."""
+async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool = False,
+              changes: bool = False) -> Any:
+    """FN(*ARGS) in a worker thread: the core's calls block (file systems, HTCondor's worker
+    processes), the event loop must not. A read waits at most the API's timeout; a change is
+    never abandoned (its answer must say what happened), and each of its HTCondor calls is
+    bounded by the same timeout in the worker processes."""
     state = request.app.state
-    limiter = state.limiters.get("files" if files else "condor")
+    kind = "files" if files else "condor"
+    limiter = state.limiters.get(kind)
     if limiter is None:  # made on first use: a limiter belongs to the running event loop
-        limiter = state.limiters["files" if files else "condor"] = anyio.CapacityLimiter(10 if files else 40)
-    what = "the shared_images file system" if files else "HTCondor"
+        limiter = state.limiters[kind] = anyio.CapacityLimiter(10 if files else 40)
+    call = functools.partial(fn, *args)
+    if changes:
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
     try:
         with anyio.fail_after(state.timeout + 1):
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True,
-                                                  limiter=limiter)
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
     except TimeoutError:
+        what = "the shared_images file system" if files else "HTCondor"
         raise Unavailable(f"{what} did not answer within {state.timeout:g} s; try again later") from None
 
 
@@ -244,7 +250,7 @@ class InstanceList(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         params = await changes(request)
         user = who(request)
-        instance = await run(request, request.app.state.cloud.create, params, user.name)
+        instance = await run(request, request.app.state.cloud.create, params, user.name, changes=True)
         log.info("%s created instance %s of %s", user.name, instance.id, instance.image_id)
         return after_form(request, params, links(request)("instances") + "?format=html") or \
             respond(request, R.InstanceRep(instance), 201, {"Location": links(request)("instances", instance.id)})
@@ -252,7 +258,7 @@ class InstanceList(HTTPEndpoint):
 
 async def act(request: Request, iid: str, action: str, params: dict[str, str]) -> Response:
     user = who(request)
-    instance = await run(request, request.app.state.cloud.act, iid, action, user)
+    instance = await run(request, request.app.state.cloud.act, iid, action, user, changes=True)
     log.info("%s: %s instance %s", user.name, action, iid)
     redirect = after_form(request, params, links(request)("instances", iid) + "?format=html")
     if redirect:
