@@ -52,8 +52,8 @@ def tls_options(settings: Settings, address: str) -> dict[str, Any]:
 
 def max_body(settings: Settings) -> int:
     """The largest request body: a create with the largest user_data, form-encoded (each
-    base64 character at most 3 bytes), and room for the other parameters."""
-    return 3 * settings.user_data_limit + 64 * 1024
+    base64 character at most 3 bytes), and room for the other parameters, in whole KiB."""
+    return -(-(3 * settings.user_data_limit + 64 * 1024) // 1024) * 1024
 
 
 def main(argv: list[str] | None = None) -> int:
