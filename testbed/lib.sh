@@ -44,6 +44,10 @@ HOSTS=(
   "client:$LAN_PREFIX.9:client"
 )
 MASTER_ADDR=$LAN_PREFIX.2
+# The API's users on the testbed and in make demo: an admin and an ordinary user
+# (their passwords are made once per testbed, in secrets/).
+API_ADMIN=admin
+API_USER2=alice
 # Namespace names are machine-wide, so one testbed runs at a time; this file
 # names the checkout whose testbed owns them.
 OWNER_FILE=/run/condor-cloud-testbed.owner

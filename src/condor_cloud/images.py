@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,20 +59,6 @@ SIDECAR_FIELDS = {"name": str, "description": str, "architecture": str, "login_u
                   "min_memory_mib": int, "min_disk_gib": int, "cloud_init": bool}
 
 
-def _virtual_size(image: Image) -> int:
-    """The disk size a guest sees: a raw image's length, or a qcow2 header's size field."""
-    if image.format != "qcow2":
-        return image.size
-    try:
-        with open(image.path, "rb") as f:
-            header = f.read(32)
-    except OSError:
-        return 0
-    if len(header) < 32 or header[:4] != b"QFI\xfb":
-        return 0
-    return struct.unpack(">Q", header[24:32])[0]
-
-
 def _sidecar(shared: Path, image_id: str) -> dict:
     """The checked fields of IMAGE_ID's sidecar; {} when there is none or it cannot be used."""
     path = shared / f"{image_id}.json"
@@ -103,7 +88,7 @@ def _sidecar(shared: Path, image_id: str) -> dict:
 
 def image_facts(shared: Path, image: Image) -> ImageFacts:
     """What is known about IMAGE: its sidecar where there is one, otherwise what the file shows."""
-    virtual = _virtual_size(image)
+    virtual = virtual_size(image)
     described = f"{image.format} disk image, {virtual >> 20} MiB disk, {image.size >> 20} MiB file"
     return ImageFacts(**({"name": image.id, "description": described} | _sidecar(shared, image.id)),
                       virtual_size=virtual)
@@ -142,6 +127,16 @@ def find_image(shared: Path, image_id: str) -> Image:
         raise ImageError(f"image {image_id!r} is not a regular file")
     st = real.stat()
     return Image(image_id, real, image_format(image_id), st.st_size, st.st_mtime_ns)
+
+
+def virtual_size(image: Image) -> int:
+    """The size in bytes of the disk an instance of IMAGE sees (a qcow2 image's header says it)."""
+    if image.format == "qcow2":
+        with open(image.path, "rb") as f:
+            header = f.read(32)
+        if header[:4] == b"QFI\xfb":
+            return int.from_bytes(header[24:32], "big")
+    return image.size
 
 
 def list_images(shared: Path) -> list[Image]:

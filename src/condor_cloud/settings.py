@@ -53,8 +53,15 @@ class Settings:
     logs: Path = Path("/var/lib/condor-cloud/logs")
     api_address: str = "127.0.0.1"
     api_port: int = 3002
-    # "user:password" lines; must be readable by the API's user only.
+    # "NAME:PASSWORD [admin]" lines; must be readable by the API's user only.
     api_credentials: Path = Path("/etc/condor-cloud/api-credentials")
+    # HTTPS: a PEM certificate (chain) and its private key. Without them the API
+    # listens only on a loopback address unless plain HTTP is allowed.
+    api_tls_certificate: str = ""
+    api_tls_key: str = ""
+    api_allow_plain_http: bool = False
+    # Seconds a request waits for HTCondor (or shared_images) before it gets 502.
+    api_condor_timeout: int = 10
     # name:memory_mib:cpus, comma separated; memory and cpus are a number
     # (fixed), FIRST-LAST (a range) or A|B|C (a choice).
     hardware_profiles: str = "small:512:1, medium:1024:2, large:2048:4"
@@ -78,6 +85,8 @@ class Settings:
             try:
                 if isinstance(default, Path):
                     values[f.name] = Path(raw.strip())
+                elif isinstance(default, bool):
+                    values[f.name] = _boolean(raw)
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif isinstance(default, tuple):
@@ -85,7 +94,8 @@ class Settings:
                 else:
                     values[f.name] = raw.strip()
             except ValueError:
-                raise CloudError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not a whole number; "
+                kind = "true or false" if isinstance(default, bool) else "a whole number"
+                raise CloudError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not {kind}; "
                                  "fix it in /etc/condor/config.d") from None
         return cls(**values)
 
@@ -93,3 +103,13 @@ class Settings:
     def from_condor(cls) -> Settings:
         import htcondor2
         return cls.from_params({k: v for k, v in htcondor2.param.items() if k.startswith("CONDOR_CLOUD_")})
+
+
+def _boolean(raw: str) -> bool:
+    """A condor configuration boolean (true/false, yes/no, 1/0; any case)."""
+    value = raw.strip().lower()
+    if value in ("true", "yes", "1", "t"):
+        return True
+    if value in ("false", "no", "0", "f"):
+        return False
+    raise ValueError(raw)

@@ -73,6 +73,13 @@ def test_keys_are_listed_in_deltacloud_xml(api, key):
     assert mine.find("pem") is None
 
 
+def test_another_users_key_is_404_and_cannot_be_launched_with(api2, key):
+    assert api2.get(f"{api2.base}/keys/{key[0]}", headers=XML, timeout=30).status_code == 404
+    r = api2.post(api2.base + "/instances", data={"image_id": "tiny.img", "keyname": key[0]}, headers=XML,
+                  timeout=30)
+    assert r.status_code == 400 and "not one of your keys" in r.text
+
+
 def test_a_public_key_can_be_imported_and_deleted(api):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
