@@ -211,6 +211,41 @@ def floor(tb: Testbed) -> float:
                       lambda mac: (a := leases(mac)) and guest_page(a[0]))
 
 
+def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
+    """How long after the guest has its address the job ad has it: a pool address (from the guest
+    answering HTTP at it) and a DHCP one (from the DHCP server's lease; nodes cannot read it)."""
+    import htcondor2
+    from condor_cloud.submit import instance_description
+    schedd = master_schedd(tb)
+
+    def ad(cluster: int) -> dict:
+        return dict(schedd.query(f"ClusterId == {cluster}", ["CloudAddresses", "CloudAssignedAddress"])[0])
+    iid = launch(api)
+    cluster = int(iid.split(".")[0])
+    address = ad(cluster)["CloudAssignedAddress"].split("/")[0]
+    up = seen = None
+    deadline = time.monotonic() + 180
+    while (up is None or seen is None) and time.monotonic() < deadline:
+        if up is None and guest_page(address, timeout=0.3):
+            up = time.time()
+        if seen is None and ad(cluster).get("CloudAddresses"):
+            seen = time.time()
+        time.sleep(POLL)
+    destroy(api, [iid])
+    mac = new_mac()
+    desc = instance_description(image_id="tiny.img", memory_mib=256, cpus=1, mac=mac, logs="/tmp", lease=1200,
+                                wrapper="/usr/libexec/condor-cloud/vm-wrapper")
+    cluster = schedd.submit(htcondor2.Submit(desc)).cluster()
+    schedd.reschedule()
+    try:
+        _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())
+        _, dhcp_seen = until(lambda: ad(cluster).get("CloudAddresses"))
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+    return {"pool address: in the job ad after the guest answers at it": seen - up,
+            "DHCP address: in the job ad after the lease": dhcp_seen - leased}
+
+
 def ssh_answers(address: str) -> bool:
     try:
         with socket.create_connection((address, 22), timeout=1) as s:
@@ -320,6 +355,7 @@ def main() -> int:
             if image != "tiny.img":
                 (tb.state / "shared_images" / image).unlink()
     rows += list(burst(tb, api).items())
+    rows += list(address_delays(tb, api).items())
     rows += list(debian_launch(tb, api).items())
     scale = api_scale(tb, api)
     rows += [(f"API scale, 1000 held instances: {k}", v) for k, v in scale.items()]

@@ -10,9 +10,8 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-import requests
 
-from cloud import Instances, publish_image
+from cloud import Instances, guest_file, publish_image
 from harness import Testbed, wait_for
 
 XML = {"Accept": "application/xml"}
@@ -33,14 +32,6 @@ def launch(api, **params) -> str:
 def address_of(api, iid: str, timeout: float) -> str:
     return wait_for(lambda: (i := instance(api, iid))["public_addresses"] and i["public_addresses"][0]["address"],
                     timeout, f"instance {iid}'s address")
-
-
-def fetch(url: str, timeout: float = 2) -> bytes | None:
-    try:
-        r = requests.get(url, timeout=timeout)
-        return r.content if r.status_code == 200 else None
-    except requests.RequestException:
-        return None
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -131,12 +122,12 @@ def seeded(api, key, schedd):
     guest_up = ad_seen = None
     deadline = time.monotonic() + 120
     while (guest_up is None or ad_seen is None) and time.monotonic() < deadline:
-        if guest_up is None and fetch(f"http://{address}/", timeout=0.3):
+        if guest_up is None and guest_file(address, timeout=0.3):
             guest_up = time.monotonic()
         if ad_seen is None and schedd.query(f"ClusterId == {cluster}", ["CloudAddresses"])[0].get("CloudAddresses"):
             ad_seen = time.monotonic()
         time.sleep(0.1)
-    served = {f: fetch(f"http://{address}/{f}") for f in ("meta-data", "user-data", "network-config")}
+    served = {f: guest_file(address, f) for f in ("meta-data", "user-data", "network-config")}
     yield iid, assigned, served, guest_up, ad_seen
     api.delete(f"{api.base}/instances/{iid}", timeout=30)
 
