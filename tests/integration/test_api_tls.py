@@ -54,22 +54,34 @@ def certificate(testbed: Testbed, tmp_path_factory) -> Path:
 def https_api(testbed: Testbed, certificate: Path):
     env = {"CONDOR_CLOUD_API_TLS_CERTIFICATE": f"{CONFIG_DIR}/cert.pem",
            "CONDOR_CLOUD_API_TLS_KEY": f"{CONFIG_DIR}/key.pem"}
-    runner = subprocess.Popen(api_command("--address", "198.18.0.2", "--port", str(TLS_PORT), env=env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = certificate.parent / "api.log"
+    with open(log, "w") as out:
+        runner = subprocess.Popen(api_command("--address", "198.18.0.2", "--port", str(TLS_PORT), env=env),
+                                  stdout=out, stderr=out)
     url = f"https://198.18.0.2:{TLS_PORT}/api"
 
     def answers():
         try:
             return requests.get(url, verify=certificate, timeout=5)
         except requests.ConnectionError:
-            assert runner.poll() is None, runner.stderr.read().decode()
+            assert runner.poll() is None, log.read_text()
             return None
     try:
         yield url, wait_for(answers, 30, "the HTTPS API to answer")
     finally:
-        for pid in api_pids(testbed, TLS_PORT):
-            os.kill(pid, signal.SIGTERM)
+        stop(testbed, TLS_PORT)
         runner.wait(30)
+
+
+def stop(testbed: Testbed, port: int) -> None:
+    """Stop the API this test started on PORT (by its PIDs): TERM, then KILL after 15 s."""
+    for pid in api_pids(testbed, port):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        wait_for(lambda: not api_pids(testbed, port), 15, f"the API on port {port} to stop")
+    except AssertionError:
+        for pid in api_pids(testbed, port):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_api_serves_https_with_the_configured_certificate(https_api):

@@ -89,20 +89,20 @@ def clicked(browser, testbed: Testbed, screenshots):
     wait_for(lambda: "/api/instances" in browser.current_url, 30, "the instances page")
     rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "#instances tr") if "from-browser" in r.text]
     iid = rows[-1].get_attribute("id").removeprefix("instance-")
-    first_state = text_of(browser, By.CSS_SELECTOR, f"#instance-{iid} .state")
+    first_state = text_of(browser, By.CSS_SELECTOR, f"[id='instance-{iid}'] .state")
     refreshing = bool(browser.find_elements(By.ID, "refreshing"))
     browser.save_screenshot(str(screenshots / "instances-pending.png"))
 
     def running():
         row = text_of(browser, By.ID, f"instance-{iid}")
-        address = text_of(browser, By.CSS_SELECTOR, f"#instance-{iid} .addresses")
+        address = text_of(browser, By.CSS_SELECTOR, f"[id='instance-{iid}'] .addresses")
         return row and "RUNNING" in row and address
     address = wait_for(running, 150, "the self-refreshing list to show the instance RUNNING with an address",
                        interval=1)
     browser.save_screenshot(str(screenshots / "instances-running.png"))
     guest = wait_page(address, "condor-cloud test guest")
 
-    browser.find_element(By.CSS_SELECTOR, f"#instance-{iid} a.name").click()
+    browser.find_element(By.CSS_SELECTOR, f"[id='instance-{iid}'] a.name").click()
     wait_for(lambda: f"/api/instances/{iid}" in browser.current_url, 30, "the instance page")
 
     def console():
@@ -123,7 +123,7 @@ def clicked(browser, testbed: Testbed, screenshots):
 
     def gone():
         browser.get(api + "/instances?format=html")
-        state = text_of(browser, By.CSS_SELECTOR, f"#instance-{iid} .state")
+        state = text_of(browser, By.CSS_SELECTOR, f"[id='instance-{iid}'] .state")
         return state is None or state == "FINISH"
     wait_for(gone, 60, "the instance to leave the list", interval=2)
     return {"id": iid, "address": address, "guest": guest, "first_state": first_state, "refreshing": refreshing,

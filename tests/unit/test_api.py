@@ -451,3 +451,14 @@ def test_pages_use_nothing_from_elsewhere(alice):
     page = alice.get("/api/images?format=html").text
     assert "<script" not in page and "http://" not in page.replace("http://testserver", "")
     assert "frame-ancestors 'none'" in alice.get("/api/images?format=html").headers["content-security-policy"]
+
+
+def test_a_form_parser_error_is_400_with_its_reason(alice, monkeypatch):
+    from python_multipart.exceptions import MultipartParseError
+    from starlette.requests import Request
+
+    async def broken(self, **kwargs):
+        raise MultipartParseError("Expected boundary character 45, got 255 at index 2")
+    monkeypatch.setattr(Request, "form", broken)
+    r = alice.post("/api/instances", content=b"x", headers={**XML, "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400 and "boundary character" in xml(r).findtext("message")

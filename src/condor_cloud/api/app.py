@@ -15,7 +15,9 @@ import anyio
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.endpoints import HTTPEndpoint
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
@@ -131,15 +133,22 @@ def local_target(value: str | None, request: Request, default: str) -> str:
     return default
 
 
+async def read_form(request: Request) -> FormData:
+    """The form in the body (urlencoded or multipart; nothing for other bodies)."""
+    try:
+        return await request.form()
+    except (MultiPartException, ValueError) as e:  # python-multipart's errors are ValueErrors
+        raise ParameterError(f"the request body is not a well-formed form ({e}); send "
+                             "application/x-www-form-urlencoded or multipart/form-data") from None
+
+
 async def changes(request: Request) -> dict[str, str]:
     """The parameters of a request that changes something: query string, then form body.
     A browser's request must carry the CSRF token of the page it came from (cross-site
     ones never get here: the middleware refuses them)."""
     params = dict(request.query_params)
-    if request.headers.get("content-type"):
-        form = await request.form()
-        for key, value in form.multi_items():
-            params[key] = value if isinstance(value, str) else (await value.read()).decode(errors="replace")
+    for key, value in (await read_form(request)).multi_items():
+        params[key] = value if isinstance(value, str) else (await value.read()).decode(errors="replace")
     for key, value in params.items():
         if "\0" in key or "\0" in value:
             raise ParameterError(f"parameter {key!r} contains a NUL byte")
@@ -420,7 +429,7 @@ class Login(HTTPEndpoint):
         return Response(html.login_page(page(request), target), media_type="text/html; charset=utf-8")
 
     async def post(self, request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         target = local_target(str(form.get("next", "")), request, links(request)("instances") + "?format=html")
         user = request.app.state.credentials.check_password(name, password)

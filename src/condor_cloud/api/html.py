@@ -53,8 +53,8 @@ button{border:1px solid #b7c3d3;background:#fff;border-radius:6px;padding:.25em 
 button:hover{background:#eef3fa}button.primary{background:#1f5fbf;border-color:#1f5fbf;color:#fff}
 button.danger{border-color:#d9534f;color:#a11d1a}
 input,select,textarea{border:1px solid #c5ceda;border-radius:6px;padding:.3em .5em;background:#fff}
-form.launch{display:flex;flex-wrap:wrap;gap:.5em;align-items:flex-start}
-form.launch textarea{width:22em;height:2.2em}
+form.launch{display:flex;flex-wrap:wrap;gap:.5em;align-items:center}
+form.launch textarea{width:20em;height:2.3em;resize:vertical}
 details{display:inline-block}details[open]{display:block}summary{cursor:pointer;color:#a11d1a}
 dl{display:grid;grid-template-columns:12em 1fr;gap:.45em 1em;margin:0}dt{color:#5b6778}dd{margin:0}
 pre.console{background:#0f1620;color:#d6e2f0;padding:1em;border-radius:8px;overflow:auto;max-height:32em;
@@ -95,7 +95,7 @@ def _html(root: ET.Element) -> str:
     return "<!DOCTYPE html>\n" + ET.tostring(root, encoding="unicode", method="html")
 
 
-def _layout(page: Page, title: str, refresh: bool = False) -> tuple[ET.Element, ET.Element]:
+def _layout(page: Page, title: str, refresh: bool = False, heading: bool = True) -> tuple[ET.Element, ET.Element]:
     root = ET.Element("html", lang="en")
     head = _sub(root, "head")
     _sub(head, "meta", charset="utf-8")
@@ -119,7 +119,8 @@ def _layout(page: Page, title: str, refresh: bool = False) -> tuple[ET.Element, 
         _hidden(logout, "csrf_token", page.csrf)
         _sub(logout, "button", "Log out", type="submit", id="logout")
     main = _sub(body, "main")
-    _sub(main, "h1", title)
+    if heading:
+        _sub(main, "h1", title)
     return root, main
 
 
@@ -414,8 +415,9 @@ def key_page(page: Page, key: Key, pem: str | None) -> str:
 
 
 def login_page(page: Page, next_url: str, message: str = "") -> str:
-    root, main = _layout(page, "Log in")
+    root, main = _layout(page, "Log in", heading=False)
     box = _sub(main, "div", class_="card login" + (" error" if message else ""))
+    _sub(box, "h1", "Log in to condor-cloud")
     if message:
         _sub(box, "p", message, id="login-error")
     form = _sub(box, "form", method="post", action=page.links("login"))

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings))
     try:
         uvicorn.run(app, host=address, port=args.port or settings.api_port, log_level="info",
-                    proxy_headers=False, server_header=False, h11_max_incomplete_event_size=16 * 1024, **tls)
+                    proxy_headers=False, server_header=False, h11_max_incomplete_event_size=16 * 1024,
+                    timeout_graceful_shutdown=5, **tls)
     finally:
         pool.close()
     return 0
