@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from condor_cloud.cloud import Cloud, Instance, Node
+from condor_cloud.cloud import OPERATOR, Cloud, Instance, Node
+from condor_cloud.condor import LocatedSchedd
 from condor_cloud.errors import CloudError
 from condor_cloud.images import publish_image
 from condor_cloud.profiles import parse_profiles
@@ -63,18 +64,18 @@ def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
                  ["id", "format", "size"], args.json)
     elif args.area == "instances":
         if args.command == "list":
-            show([instance_row(i) for i in cloud.instances()],
+            show([instance_row(i) for i in cloud.instances(OPERATOR)],
                  ["id", "name", "image", "state", "addresses", "node", "profile"], args.json)
         elif args.command == "launch":
             params = {"image_id": args.image, "hwp_id": args.profile, "hwp_memory": args.memory,
-                      "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data}
+                      "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data, "keyname": args.key}
             instance = cloud.create({k: str(v) for k, v in params.items() if v is not None},
                                     owner=args.owner)
             show([instance_row(instance)], ["id", "name", "image", "state"], args.json)
         elif args.command == "console":
-            sys.stdout.write(cloud.console(args.id))
+            sys.stdout.write(cloud.console(args.id, OPERATOR))
         else:
-            instance = cloud.act(args.id, args.command)
+            instance = cloud.act(args.id, args.command, OPERATOR)
             if instance is None:
                 show([{"id": args.id, "state": "FINISH"}], ["id", "state"], args.json)
             else:
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
              ["node", "free_cpus", "free_memory_mib", "libvirt", "cached_images"], args.json)
     else:
         counts: dict[str, int] = {}
-        for i in cloud.instances():
+        for i in cloud.instances(OPERATOR):
             counts[i.state] = counts.get(i.state, 0) + 1
         status = {"nodes": len(cloud.nodes()), "images": len(cloud.images()),
                   "instances": sum(counts.values()), **{s.lower(): n for s, n in sorted(counts.items())}}
@@ -152,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--memory", type=int, help="memory in MiB, where the profile allows")
     launch.add_argument("--cpus", type=int, help="CPUs, where the profile allows")
     launch.add_argument("--user-data", help="user data, base64")
+    launch.add_argument("--key", help="an SSH key of the owner's (see /api/keys) for the guest")
     launch.add_argument("--owner", default=os.environ.get("USER", "cli"), help="owner to record")
     for action in ("stop", "start", "reboot", "destroy"):
         inst.add_parser(action, help=f"{action} an instance").add_argument("id")
@@ -172,11 +174,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        import htcondor2
         settings = Settings.from_condor()
         if args.area == "setup":
             return run_setup(args, settings)
-        cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), htcondor2.Schedd, ttl=0)
+        schedd = LocatedSchedd()
+        cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, ttl=0)
         return run(args, settings, cloud)
     except CloudError as e:
         print(f"condor-cloud: {e}", file=sys.stderr)

@@ -220,7 +220,7 @@ def api_credentials(m: Machine, settings: Settings) -> tuple[Outcome, str | None
     p = m.path(path)
     if not p.exists():
         password = secrets.token_urlsafe(18)
-        m.write(path, f"{API_ADMIN}:{password}\n", 0o600, API_USER)
+        m.write(path, f"{API_ADMIN}:{password} admin\n", 0o600, API_USER)
         return Outcome(step, DONE, f"wrote {path} (owner {API_USER}, mode 0600) with user {API_ADMIN}"), password
     st = p.stat()
     if (st.st_mode & 0o777, st.st_uid) != (0o600, ids[0]):

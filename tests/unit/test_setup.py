@@ -123,9 +123,9 @@ def test_a_fresh_master_makes_the_daemon_token_for_condor_in_the_uid_domain(root
     assert mode(token) == 0o600
 
 
-def test_a_fresh_master_gets_an_admin_password_for_the_api(root, first_master):
+def test_a_fresh_master_gets_an_admin_user_for_the_api(root, first_master):
     creds = root / "etc/condor-cloud/api-credentials"
-    assert creds.read_text() == f"admin:{first_master.api_password}\n"
+    assert creds.read_text() == f"admin:{first_master.api_password} admin\n"
     assert len(first_master.api_password) >= 20
 
 
