@@ -155,7 +155,7 @@ def test_running_setup_again_changes_nothing(second_master):
 def test_running_setup_again_keeps_the_key_token_and_password(root, first_master, second_master, commands):
     assert commands.named("condor_store_cred") == [] and commands.named("condor_token_create") == []
     assert second_master.api_password is None
-    assert (root / "etc/condor-cloud/api-credentials").read_text() == f"admin:{first_master.api_password}\n"
+    assert (root / "etc/condor-cloud/api-credentials").read_text() == f"admin:{first_master.api_password} admin\n"
 
 
 def test_credentials_an_admin_left_readable_are_made_private_and_kept(root, commands):
