@@ -75,11 +75,11 @@ def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
         elif args.command == "console":
             sys.stdout.write(cloud.console(args.id, OPERATOR))
         else:
-            instance = cloud.act(args.id, args.command, OPERATOR)
-            if instance is None:
+            acted = cloud.act(args.id, args.command, OPERATOR)
+            if acted is None:
                 show([{"id": args.id, "state": "FINISH"}], ["id", "state"], args.json)
             else:
-                show([instance_row(instance)], ["id", "name", "state"], args.json)
+                show([instance_row(acted)], ["id", "name", "state"], args.json)
     elif args.area == "nodes":
         show([node_row(n) for n in cloud.nodes()],
              ["node", "free_cpus", "free_memory_mib", "libvirt", "cached_images"], args.json)

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from condor_cloud.errors import ImageError
 from condor_cloud.filecopy import sha256_of, sparse_copy
@@ -59,7 +60,7 @@ SIDECAR_FIELDS = {"name": str, "description": str, "architecture": str, "login_u
                   "min_memory_mib": int, "min_disk_gib": int, "cloud_init": bool}
 
 
-def _sidecar(shared: Path, image_id: str) -> dict:
+def _sidecar(shared: Path, image_id: str) -> dict[str, Any]:
     """The checked fields of IMAGE_ID's sidecar; {} when there is none or it cannot be used."""
     path = shared / f"{image_id}.json"
     try:
@@ -77,8 +78,12 @@ def _sidecar(shared: Path, image_id: str) -> dict:
     checked = {}
     for key, value in raw.items():
         want = SIDECAR_FIELDS.get(key)
-        ok = (type(value) is want and (want is not str or len(value) <= 1024 and value.isprintable())
-              and (want is not int or 0 <= value < 1 << 31))
+        if want is str:
+            ok = isinstance(value, str) and len(value) <= 1024 and value.isprintable()
+        elif want is int:
+            ok = type(value) is int and 0 <= value < 1 << 31
+        else:
+            ok = type(value) is want
         if ok:
             checked[key] = value
         else:
@@ -98,21 +103,24 @@ def image_format(image_id: str) -> str | None:
     return FORMATS.get(Path(image_id).suffix.lower())
 
 
-def check_image_id(image_id: str) -> None:
+def check_image_id(image_id: str) -> str:
+    """IMAGE_ID's disk format, or ImageError saying why it is not an image id."""
     if not isinstance(image_id, str) or not _ID.fullmatch(image_id):
         raise ImageError(
             f"{image_id!r} is not an image id: ids are file names in shared_images "
             "(letters, digits, '.', '_', '+', '-'; no '/'); list the images to see valid ids")
     if image_id.endswith(_PARTIAL):
         raise ImageError(f"{image_id!r} is a partial file, not an image")
-    if image_format(image_id) is None:
+    fmt = image_format(image_id)
+    if fmt is None:
         raise ImageError(f"{image_id!r} is not an image: image files end in "
                          + ", ".join(sorted(FORMATS)))
+    return fmt
 
 
 def find_image(shared: Path, image_id: str) -> Image:
     """The published image IMAGE_ID, or ImageError saying why it cannot be used."""
-    check_image_id(image_id)
+    fmt = check_image_id(image_id)
     path = shared / image_id
     root = shared.resolve()
     try:
@@ -126,7 +134,7 @@ def find_image(shared: Path, image_id: str) -> Image:
     if not real.is_file():
         raise ImageError(f"image {image_id!r} is not a regular file")
     st = real.stat()
-    return Image(image_id, real, image_format(image_id), st.st_size, st.st_mtime_ns)
+    return Image(image_id, real, fmt, st.st_size, st.st_mtime_ns)
 
 
 def virtual_size(image: Image) -> int:

@@ -49,10 +49,10 @@ class Outcome:
     fix: str = ""
 
 
-Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
+Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
 
-def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess:
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
@@ -86,7 +86,7 @@ class Machine:
                 return user in row[3].split(",") or (ids is not None and ids[1] == int(row[2]))
         return False
 
-    def run_as(self, user: str, argv: Sequence[str]) -> subprocess.CompletedProcess:
+    def run_as(self, user: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         return self.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv])
 
     def write(self, path: str, text: str, mode: int, owner: str | None = None) -> None:

@@ -11,7 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from condor_cloud.api.links import Links
 from condor_cloud.cloud import Instance, Node, User
@@ -78,7 +78,7 @@ class Page:
     user: User | None = None
     csrf: str = ""
     here: str = ""  # the collection the page belongs to, for the navigation
-    extra: dict = field(default_factory=dict)  # what more a page's forms offer (e.g. a user's keys)
+    extra: dict[str, Any] = field(default_factory=dict)  # what more a page's forms offer (e.g. a user's keys)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

@@ -17,6 +17,8 @@ from condor_cloud.keys import Key
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.states import FINISH, STATES, TRANSITIONS
 
+JSONObject = dict[str, Any]
+
 API_VERSION = "1.1.0"
 DRIVER = "condor"
 ARCH = "x86_64"
@@ -65,7 +67,7 @@ class Representation:
     def xml(self, links: Links) -> ET.Element:
         raise NotImplementedError
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         raise NotImplementedError
 
     def html(self, page: html.Page) -> str:
@@ -85,7 +87,7 @@ class EntryPoint(Representation):
                     _sub(f, "param", name=p)
         return root
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"api": {"version": API_VERSION, "driver": DRIVER, "provider": "default", "links": [
             {"rel": name, "href": links(name),
              "features": [{"name": f, "rel": "create", "params": [{"name": p} for p in ps]}
@@ -102,7 +104,7 @@ def _driver_xml(links: Links) -> ET.Element:
     return el
 
 
-def _driver_json(links: Links) -> dict:
+def _driver_json(links: Links) -> JSONObject:
     return {"id": DRIVER, "href": links("drivers", DRIVER), "name": "Condor"}
 
 
@@ -113,7 +115,7 @@ class Drivers(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _driver_xml(links) if self.one else _collection("drivers", [_driver_xml(links)])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"driver": _driver_json(links)} if self.one else {"drivers": [_driver_json(links)]}
 
     def html(self, page: html.Page) -> str:
@@ -142,7 +144,7 @@ def _profile_xml(p: HardwareProfile, links: Links) -> ET.Element:
     return el
 
 
-def _profile_json(p: HardwareProfile, links: Links) -> dict:
+def _profile_json(p: HardwareProfile, links: Links) -> JSONObject:
     props: dict[str, Any] = {"architecture": {"kind": "fixed", "unit": "label", "value": ARCH}}
     for prop in p.properties:
         entry: dict[str, Any] = {"kind": prop.kind, "unit": prop.unit, "default": prop.default}
@@ -163,7 +165,7 @@ class HardwareProfiles(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _collection("hardware_profiles", [_profile_xml(p, links) for p in self.profiles])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"hardware_profiles": [_profile_json(p, links) for p in self.profiles]}
 
     def html(self, page: html.Page) -> str:
@@ -178,7 +180,7 @@ class HardwareProfileRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _profile_xml(self.profile, links)
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"hardware_profile": _profile_json(self.profile, links)}
 
     def html(self, page: html.Page) -> str:
@@ -195,7 +197,7 @@ def _realm_xml(realm: str, links: Links) -> ET.Element:
     return el
 
 
-def _realm_json(realm: str, links: Links) -> dict:
+def _realm_json(realm: str, links: Links) -> JSONObject:
     return {"id": realm, "href": links("realms", realm), "name": realm, "state": "AVAILABLE", "limit": ""}
 
 
@@ -206,7 +208,7 @@ class Realms(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _collection("realms", [_realm_xml(r, links) for r in self.realms])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"realms": [_realm_json(r, links) for r in self.realms]}
 
     def html(self, page: html.Page) -> str:
@@ -220,7 +222,7 @@ class RealmRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _realm_xml(self.realm, links)
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"realm": _realm_json(self.realm, links)}
 
     def html(self, page: html.Page) -> str:
@@ -229,13 +231,13 @@ class RealmRep(Representation):
 
 # -- images ------------------------------------------------------------------------------
 
-def _image_fields(image: Image, facts: ImageFacts) -> dict:
+def _image_fields(image: Image, facts: ImageFacts) -> JSONObject:
     return {"name": facts.name, "description": facts.description,
             "owner": "admin", "architecture": facts.architecture, "state": "AVAILABLE",
             "creation_time": timestamp(image.mtime_ns // 10**9)}
 
 
-def image_extras(facts: ImageFacts) -> dict:
+def image_extras(facts: ImageFacts) -> JSONObject:
     """Not in Deltacloud's views: the facts a user needs to launch the image and log in."""
     extras = {"login_user": facts.login_user, "min_memory_mib": facts.min_memory_mib,
               "min_disk_gib": facts.min_disk_gib, "disk_size_mib": facts.virtual_size >> 20,
@@ -262,7 +264,7 @@ def _image_xml(image: Image, facts: ImageFacts, links: Links, profiles: list[str
     return el
 
 
-def _image_json(image: Image, facts: ImageFacts, links: Links, profiles: list[str]) -> dict:
+def _image_json(image: Image, facts: ImageFacts, links: Links, profiles: list[str]) -> JSONObject:
     return {"id": image.id, "href": links("images", image.id), **_image_fields(image, facts),
             **image_extras(facts), "root_type": "transient",
             "hardware_profiles": [{"id": p, "href": links("hardware_profiles", p), "rel": "hardware_profile"}
@@ -279,7 +281,7 @@ class Images(Representation):
         ids = [p.id for p in self.profiles]
         return _collection("images", [_image_xml(i, f, links, ids) for i, f in self.images])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         ids = [p.id for p in self.profiles]
         return {"images": [_image_json(i, f, links, ids) for i, f in self.images]}
 
@@ -298,7 +300,7 @@ class ImageRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _image_xml(self.image, self.facts, links, [p.id for p in self.profiles])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"image": _image_json(self.image, self.facts, links, [p.id for p in self.profiles])}
 
     def html(self, page: html.Page) -> str:
@@ -344,7 +346,7 @@ def _instance_xml(i: Instance, links: Links) -> ET.Element:
     return el
 
 
-def _instance_json(i: Instance, links: Links) -> dict:
+def _instance_json(i: Instance, links: Links) -> JSONObject:
     out: dict[str, Any] = {
         "id": i.id, "href": links("instances", i.id), "name": i.name, "state": i.state, "owner": i.owner,
         "image": {"href": links("images", i.image_id), "id": i.image_id, "rel": "image"},
@@ -376,7 +378,7 @@ class Instances(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _collection("instances", [_instance_xml(i, links) for i in self.instances])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"instances": [_instance_json(i, links) for i in self.instances]}
 
     def html(self, page: html.Page) -> str:
@@ -392,7 +394,7 @@ class InstanceRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _instance_xml(self.instance, links)
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"instance": _instance_json(self.instance, links)}
 
     def html(self, page: html.Page) -> str:
@@ -414,7 +416,7 @@ class InstanceStates(Representation):
                         _sub(el, "transition", to=dest, auto="true")
         return root
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"states": [{"name": s, "transitions": [{"to": d, "action": a} if a else {"to": d, "auto": "true"}
                                                        for src, d, a in TRANSITIONS if src == s]} for s in STATES]}
 
@@ -460,7 +462,7 @@ def _volume_xml(v: Volume, links: Links) -> ET.Element:
     return el
 
 
-def _volume_json(v: Volume, links: Links) -> dict:
+def _volume_json(v: Volume, links: Links) -> JSONObject:
     i = v.instance
     return {"id": v.id, "href": links.volume(v.id), "name": f"{i.name} disk",
             "description": f"the disk of instance {i.id}: an overlay on image {i.image_id}",
@@ -477,7 +479,7 @@ class StorageVolumes(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _collection("storage_volumes", [_volume_xml(v, links) for v in self.volumes])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"storage_volumes": [_volume_json(v, links) for v in self.volumes]}
 
     def html(self, page: html.Page) -> str:
@@ -491,7 +493,7 @@ class StorageVolumeRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _volume_xml(self.volume, links)
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"storage_volume": _volume_json(self.volume, links)}
 
     def html(self, page: html.Page) -> str:
@@ -523,7 +525,7 @@ class Nodes(Representation):
                 _sub(instances, "instance", href=links("instances", i.id), id=i.id)
         return root
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"nodes": [{"id": n.name, "libvirt": "ok" if n.libvirt_ok else "down",
                            "cpus": {"free": n.free_cpus, "total": n.total_cpus},
                            "memory": {"free": n.free_memory_mib, "total": n.total_memory_mib, "unit": "MB"},
@@ -550,7 +552,7 @@ def _key_xml(key: Key, links: Links, pem: str | None = None) -> ET.Element:
     return el
 
 
-def _key_json(key: Key, links: Links, pem: str | None = None) -> dict:
+def _key_json(key: Key, links: Links, pem: str | None = None) -> JSONObject:
     out = {"id": key.name, "href": links("keys", key.name), "name": key.name, "credential_type": "key",
            "fingerprint": key.fingerprint, "public_key": key.public_key, "state": "AVAILABLE"}
     if pem is not None:
@@ -565,7 +567,7 @@ class Keys(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _collection("keys", [_key_xml(k, links) for k in self.keys])
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"keys": [_key_json(k, links) for k in self.keys]}
 
     def html(self, page: html.Page) -> str:
@@ -581,7 +583,7 @@ class KeyRep(Representation):
     def xml(self, links: Links) -> ET.Element:
         return _key_xml(self.key, links, self.pem)
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"key": _key_json(self.key, links, self.pem)}
 
     def html(self, page: html.Page) -> str:
@@ -603,7 +605,7 @@ class ErrorRep(Representation):
         _sub(el, "message", self.message)
         return el
 
-    def json(self, links: Links) -> dict:
+    def json(self, links: Links) -> JSONObject:
         return {"code": self.status, "message": self.message, "error": self.message}
 
     def html(self, page: html.Page) -> str:

@@ -79,14 +79,14 @@ def hostname_for(name: str, instance_id: str) -> str:
 
 
 def meta_data(data: GuestData) -> bytes:
-    meta = {"instance-id": data.instance_id, "local-hostname": data.hostname}
+    meta: dict[str, str | list[str]] = {"instance-id": data.instance_id, "local-hostname": data.hostname}
     if data.public_keys:
         meta["public-keys"] = list(data.public_keys)
     return (json.dumps(meta, indent=1) + "\n").encode()
 
 
 def network_config(mac: str, net: StaticAddress) -> bytes:
-    nic: dict = {"match": {"macaddress": mac}, "dhcp4": False, "addresses": [net.address]}
+    nic: dict[str, Any] = {"match": {"macaddress": mac}, "dhcp4": False, "addresses": [net.address]}
     if net.gateway:
         nic["routes"] = [{"to": "0.0.0.0/0", "via": net.gateway}]
     if net.nameservers:
