@@ -45,19 +45,19 @@ def test_the_session_key_is_kept_mode_0600_in_the_state_directory(tmp_path):
 
 def test_a_changed_password_or_a_removed_user_ends_only_their_sessions():
     key = b"k" * 32
-    before = Credentials.parse(USERS, key)
+    before = Credentials.parse(USERS, key=key)
     alices, bobs = before.session(ALICE), before.session(User("bob"))
-    changed = Credentials.parse(USERS.replace("alice:alicepw", "alice:newpw"), key)
+    changed = Credentials.parse(USERS.replace("alice:alicepw", "alice:newpw"), key=key)
     assert changed.check_session(alices) is None
     assert changed.check_session(bobs) == User("bob")
-    removed = Credentials.parse(USERS.replace("bob:bobpw\n", ""), key)
+    removed = Credentials.parse(USERS.replace("bob:bobpw\n", ""), key=key)
     assert removed.check_session(bobs) is None
 
 
 def test_the_csrf_token_of_a_session_is_not_a_function_of_the_password_alone():
     key_a, key_b = b"a" * 32, b"b" * 32
-    assert Credentials.parse(USERS, key_a).csrf_token("basic:alice") != \
-        Credentials.parse(USERS, key_b).csrf_token("basic:alice")
+    assert Credentials.parse(USERS, key=key_a).csrf_token("basic:alice") != \
+        Credentials.parse(USERS, key=key_b).csrf_token("basic:alice")
 
 
 def test_failed_logins_are_slowed_per_user_and_address(anonymous):

@@ -20,13 +20,14 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from condor_cloud.api import html
 from condor_cloud.api import representations as R
-from condor_cloud.api.auth import SESSION_COOKIE, SESSION_SECONDS, ApiAuthentication, ApiUser, Credentials
+from condor_cloud.api.auth import (SESSION_COOKIE, SESSION_SECONDS, ApiAuthentication, ApiUser, Credentials,
+                                   TooManyAttempts, client_address)
 from condor_cloud.api.links import Links
 from condor_cloud.api.middleware import ApiMiddleware, from_browser
 from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
@@ -432,9 +433,13 @@ class Login(HTTPEndpoint):
         form = await read_form(request)
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         target = local_target(str(form.get("next", "")), request, links(request)("instances") + "?format=html")
-        user = request.app.state.credentials.check_password(name, password)
+        try:
+            user = request.app.state.credentials.attempt(name, password, client_address(request))
+        except TooManyAttempts as e:
+            return Response(html.login_page(page(request), target, f"Too many wrong passwords: wait {e.seconds} s."),
+                            429, {"Retry-After": str(e.seconds)}, media_type="text/html; charset=utf-8")
         if user is None:
-            log.warning("failed login for %r from %s", name, request.client.host if request.client else "?")
+            log.warning("failed login for %r from %s", name, client_address(request))
             return Response(html.login_page(page(request), target, "Wrong user or password."), 401,
                             media_type="text/html; charset=utf-8")
         response = RedirectResponse(target, status_code=303)
@@ -500,6 +505,14 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, status, message, dict(exc.headers or {}))
 
 
+def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+    """Basic credentials refused unheard after too many wrong ones."""
+    assert isinstance(exc, TooManyAttempts)
+    request = Request(conn.scope)
+    log.warning("refused Basic credentials from %s for %d s after wrong ones", client_address(request), exc.seconds)
+    return error_response(request, 429, str(exc), {"Retry-After": str(exc.seconds)})
+
+
 async def on_cloud_error(request: Request, exc: Exception) -> Response:
     status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
     if status >= 500:
@@ -514,7 +527,7 @@ def create_app(cloud: Cloud, credentials: Credentials, timeout: float = DEFAULT_
         middleware=[
             Middleware(ApiMiddleware, server=f"Apache-Deltacloud/{R.API_VERSION}", driver=R.DRIVER,
                        max_body=max_body, error=error_response),
-            Middleware(AuthenticationMiddleware, backend=ApiAuthentication(credentials)),
+            Middleware(AuthenticationMiddleware, backend=ApiAuthentication(credentials), on_error=on_auth_error),
         ],
         exception_handlers={HTTPException: on_http_error, CloudError: on_cloud_error},
     )

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="condor-cloud-api: %(message)s")
     try:
         settings = Settings.from_condor()
-        credentials = Credentials.load(settings.api_credentials)
+        credentials = Credentials.load(settings.api_credentials, settings.state / "session.key")
         profiles = parse_profiles(settings.hardware_profiles)
         address = args.address or settings.api_address
         tls = tls_options(settings, address)
