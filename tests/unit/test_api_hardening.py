@@ -103,10 +103,11 @@ def test_behind_a_trusted_proxy_the_console_s_forms_work_and_the_cookie_is_secur
     assert r.status_code == 303, r.text
     assert "secure" in r.headers["set-cookie"].lower()
     assert r.headers["location"].startswith("https://cloud.example.org/api/")
-    page = proxied.get("/api/images?format=html", headers=FORWARDED)
+    session = {"Cookie": r.headers["set-cookie"].split(";")[0], **FORWARDED}  # the browser's side of TLS
+    page = proxied.get("/api/images?format=html", headers=session)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)[1]
     r = proxied.post("/api/instances?format=html", data={"image_id": "tiny.img", "csrf_token": token},
-                     headers={"Origin": "https://cloud.example.org", **FORWARDED})
+                     headers={"Origin": "https://cloud.example.org", **session})
     assert r.status_code == 303, r.text
     assert len(schedd.jobs) == 1
 
@@ -157,7 +158,7 @@ def limited(shared_images, schedd, collector, tmp_path, credentials):
 
 def test_a_user_beyond_the_instance_limit_gets_a_clear_403(limited, schedd):
     alice = client(limited, "alice")
-    ids = [alice.post("/api/instances", params={"image_id": "tiny.img"}, headers=JSON).json()["id"]
+    ids = [alice.post("/api/instances", params={"image_id": "tiny.img"}, headers=JSON).json()["instance"]["id"]
            for _ in range(2)]
     r = alice.post("/api/instances", params={"image_id": "tiny.img"}, headers=JSON)
     assert r.status_code == 403 and "CONDOR_CLOUD_USER_INSTANCE_LIMIT" in r.text and "2" in r.text
@@ -174,7 +175,7 @@ def test_a_create_with_a_client_token_is_made_once(alice, bob, schedd):
     first = alice.post("/api/instances", params={"image_id": "tiny.img", "client_token": "t-1"}, headers=JSON)
     again = alice.post("/api/instances", params={"image_id": "tiny.img", "client_token": "t-1"}, headers=JSON)
     assert first.status_code == 201 and again.status_code in (200, 201)
-    assert again.json()["id"] == first.json()["id"] and len(schedd.jobs) == 1
+    assert again.json()["instance"]["id"] == first.json()["instance"]["id"] and len(schedd.jobs) == 1
     assert bob.post("/api/instances", params={"image_id": "tiny.img", "client_token": "t-1"}).status_code == 201
     assert len(schedd.jobs) == 2  # a token is the user's own
 

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = WorkerPool(CONDOR_WORKERS, settings.api_condor_timeout)
     schedd, collector = PooledSchedd(pool), PooledCollector(pool)
     cloud = Cloud(settings, profiles, lambda: schedd, lambda: collector)
-    app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings))
+    app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings),
+                     forwarded_allow=settings.api_forwarded_allow_ips)
     try:
         uvicorn.run(app, host=address, port=args.port or settings.api_port, log_level="info",
                     proxy_headers=False, server_header=False, h11_max_incomplete_event_size=16 * 1024,
