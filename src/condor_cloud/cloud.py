@@ -353,7 +353,7 @@ class Cloud:
         """Submit one instance: every attribute, the user's too, in the one submit transaction,
         so no instance ever runs half-described, and a failed submit leaves nothing behind.
 
-        The job ad keeps the create's client token (the client's client_token, else a new one):
+        ADMIN: the creator is an admin (no instance limit). The job ad keeps the create's client token (the client's client_token, else a new one):
         a create with the token of one of the owner's instances answers that instance, so a
         client that retries after an answer it never got makes one instance, not two."""
         token = params.get("client_token") or new_client_token()

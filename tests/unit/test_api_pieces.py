@@ -165,3 +165,10 @@ def test_a_boolean_knob_says_what_it_takes():
     from condor_cloud.settings import Settings
     with pytest.raises(CloudError, match="true or false"):
         Settings.from_params({"CONDOR_CLOUD_API_ALLOW_PLAIN_HTTP": "maybe"})
+
+
+def test_a_proxy_setting_that_is_no_address_says_what_to_write():
+    from condor_cloud.api.middleware import networks
+    with pytest.raises(CloudError, match="CONDOR_CLOUD_API_FORWARDED_ALLOW_IPS.*10.0.0.0/24"):
+        networks(["proxy.example.org"])
+    assert [str(n) for n in networks(["127.0.0.1", "10.0.0.0/24"])] == ["127.0.0.1/32", "10.0.0.0/24"]

@@ -78,6 +78,7 @@ class Throttle:
 
     @staticmethod
     def _keys(name: str, address: str) -> dict[str, int]:
+        name = name[:64]  # no user's name is longer; a guesser's may be
         return {f"{name}@{address}": Throttle.FREE, f"@{address}": Throttle.ADDRESS_FREE}
 
     def check(self, name: str, address: str, now: float) -> None:
@@ -97,7 +98,7 @@ class Throttle:
 
     def succeeded(self, name: str, address: str) -> None:
         with self._lock:
-            self._failures.pop(f"{name}@{address}", None)
+            self._failures.pop(next(iter(self._keys(name, address))), None)
 
 
 @dataclass(frozen=True)

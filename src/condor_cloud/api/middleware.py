@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from condor_cloud.errors import CloudError
+
 log = logging.getLogger("condor-cloud.api")
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -31,7 +33,8 @@ def networks(allowed: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.I
     try:
         return [ipaddress.ip_network(a, strict=False) for a in allowed]
     except ValueError as e:
-        raise ValueError(f"CONDOR_CLOUD_API_FORWARDED_ALLOW_IPS: {e}; list proxies' addresses or networks") from None
+        raise CloudError(f"CONDOR_CLOUD_API_FORWARDED_ALLOW_IPS: {e}; list the proxies' addresses or networks, "
+                         "e.g. 127.0.0.1, 10.0.0.0/24") from None
 
 
 def trusted(scope: Scope, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

@@ -12,6 +12,7 @@ import uvicorn
 
 from condor_cloud.api.app import create_app
 from condor_cloud.api.auth import Credentials
+from condor_cloud.api.middleware import networks
 from condor_cloud.cloud import Cloud
 from condor_cloud.condor import PooledCollector, PooledSchedd, WorkerPool
 from condor_cloud.errors import CloudError
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         profiles = parse_profiles(settings.hardware_profiles)
         address = args.address or settings.api_address
         tls = tls_options(settings, address)
+        networks(settings.api_forwarded_allow_ips)
     except CloudError as e:
         log.error("%s", e)
         return 2
