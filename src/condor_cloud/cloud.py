@@ -414,11 +414,17 @@ class Cloud:
                     return self._unconfirmed(owner, token, e)
                 finally:
                     self._changed()
+        # The instance exists: from here on a slow schedd may not turn the answer into an error.
+        submitted = Instance({"ClusterId": cluster, "ProcId": 0, "JobStatus": htcondor2.JobStatus.IDLE,
+                              "QDate": int(time.time()), A.OWNER: owner, A.NAME: name, A.IMAGE: image.id,
+                              A.HARDWARE_PROFILE: hwp_id, A.REALM: realm, A.MEMORY: memory, A.CPUS: cpus,
+                              A.MAC: mac, A.KEY_NAME: keyname})
         try:
             self._call("reschedule", lambda s: s.reschedule())  # a negotiation cycle now, not at the next interval
+            return self.instance(submitted.id, User(owner))
         except Unavailable as e:
-            log.warning("instance %d.0 waits for the next negotiation cycle: %s", cluster, e)
-        return self.instance(f"{cluster}.0", User(owner))
+            log.warning("instance %s was made, but HTCondor did not answer after: %s", submitted.id, e)
+            return submitted
 
     def _unconfirmed(self, owner: str, token: str, failure: Unavailable) -> Instance:
         """The instance of a submit that failed, if the schedd committed it and lost only its

@@ -105,6 +105,8 @@ def api_pid(testbed: Testbed) -> int:
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
             ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
@@ -176,6 +178,7 @@ def creates_across_a_long_pause(testbed: Testbed, api):
             r = api.post(api.base + "/instances", params={"image_id": "tiny.img", "name": name,
                                                           "client_token": token}, headers=JSON, timeout=120)
             retried[name] = (r.status_code, r.text)
+    print("DEBUG creates", {n: (a[0], a[1][:150]) for n, a in answers.items()}, retried)
     yield answers, retried, prefix
     for i in named(api, prefix):
         api.delete(f"{api.base}/instances/{i['id']}", timeout=30)
@@ -225,6 +228,7 @@ def reads_during_a_long_pause(testbed: Testbed, api):
         t.join(120)
     wait_for(lambda: api.get(api.base + "/instances", headers=XML, timeout=30).status_code == 200, 60,
              "the API to list instances again")
+    print("DEBUG reads", Counter(a[0] for a in answers), before, peak, (threads(pid), len(descendants(pid))))
     yield answers, before, peak, (threads(pid), len(descendants(pid)))
 
 

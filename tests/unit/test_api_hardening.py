@@ -283,3 +283,19 @@ def test_every_test_the_guarantees_table_cites_exists():
         for name in cited:
             path = REPO / "tests" / (name if "/" in name else f"integration/{name}")
             assert path.is_file(), f"README's Guarantees cite {name}, which is not {path.relative_to(REPO)}"
+
+
+def test_a_create_the_schedd_confirmed_is_answered_even_if_it_stalls_right_after(alice, schedd):
+    original = schedd.query
+
+    def stalled_after_submit(*args, **kwargs):
+        if "submit" in schedd.calls:
+            raise htcondor2.HTCondorException("the schedd did not answer")
+        return original(*args, **kwargs)
+    schedd.query = stalled_after_submit
+    schedd.fail_next["reschedule"] = htcondor2.HTCondorException("the schedd did not answer")
+    r = alice.post("/api/instances", params={"image_id": "tiny.img", "name": "made"}, headers=JSON)
+    assert r.status_code == 201, r.text
+    instance = r.json()["instance"]
+    assert (instance["id"], instance["name"], instance["state"]) == ("1.0", "made", "PENDING")
+    assert len(schedd.jobs) == 1
