@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, settings: Settings, cloud: Cloud) -> int:
             params = {"image_id": args.image, "hwp_id": args.profile, "hwp_memory": args.memory,
                       "hwp_cpu": args.cpus, "name": args.name, "user_data": args.user_data, "keyname": args.key}
             instance = cloud.create({k: str(v) for k, v in params.items() if v is not None},
-                                    owner=args.owner)
+                                    owner=args.owner, admin=OPERATOR.admin)
             show([instance_row(instance)], ["id", "name", "image", "state"], args.json)
         elif args.command == "console":
             sys.stdout.write(cloud.console(args.id, OPERATOR))

@@ -10,11 +10,13 @@ import base64
 import binascii
 import fcntl
 import logging
+import re
+import secrets
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,14 +24,24 @@ import htcondor2
 
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
-from condor_cloud.errors import CloudError, ImageError, NotAllowed, NotFound, ParameterError, Unavailable
+from condor_cloud.errors import (
+    Busy,
+    CloudError,
+    ImageError,
+    NotAllowed,
+    NotFound,
+    OutcomeUnknown,
+    ParameterError,
+    Refused,
+    Unavailable,
+)
 from condor_cloud.images import Image, ImageFacts, find_image, image_facts, list_images
 from condor_cloud.keys import KeyStore
 from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.placement import why_pending
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
-from condor_cloud.states import ERROR, PENDING, allowed_actions, instance_state
+from condor_cloud.states import ERROR, FINISH, PENDING, allowed_actions, instance_state
 from condor_cloud.submit import instance_description, new_mac, user_attributes
 
 log = logging.getLogger("condor-cloud")
@@ -39,6 +51,7 @@ PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate"
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
               A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME]
 CONSOLE_BYTES = 100 * 1024
+CLIENT_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
 
@@ -178,12 +191,14 @@ class Node:
     total_memory_mib: int = 0
 
 
+INSTANCE_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
+
+
 def _job_constraint(iid: str) -> str:
-    try:
-        cluster, proc = (int(p) for p in iid.split("."))
-    except ValueError:
-        raise NotFound(f"no instance {iid!r}") from None
-    return f"ClusterId == {cluster} && ProcId == {proc}"
+    match = INSTANCE_ID.fullmatch(iid)
+    if not match:
+        raise NotFound(f"no instance {iid!r}; an instance id is CLUSTER.PROC, as listed in /api/instances")
+    return f"ClusterId == {int(match[1])} && ProcId == {int(match[2])}"
 
 
 class Cloud:
@@ -205,6 +220,8 @@ class Cloud:
         self.keys = KeyStore(settings.state / "keys.sqlite")
         self.pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
         self._assigning = threading.Lock()
+        self._creating_lock = threading.Lock()
+        self._creating: set[tuple[str, str]] = set()  # (owner, client token) of creates under way
         self._nodes_lock = threading.Lock()
         self._cached_nodes: tuple[float, list[Node]] | None = None
 
@@ -244,14 +261,29 @@ class Cloud:
         return image_facts(self.settings.shared_images, image)
 
     @contextmanager
-    def _assigning_addresses(self) -> Iterator[None]:
-        """Held from choosing an address to submitting its instance, by every process of this
-        master (the API's threads, the command line), so no two instances get one address."""
-        with self._assigning:
+    def _one_create_at_a_time(self) -> Iterator[None]:
+        """Held from counting the user's instances and choosing an address to submitting the
+        instance, by every process of this master (the API's threads, the command line), so
+        no two instances get one address and no user passes their limit. Waited for at most
+        the API's timeout (a create before it may be waiting for a stopped schedd)."""
+        busy = Busy("another create is still waiting for HTCondor; try again in a few seconds")
+        deadline = time.monotonic() + self.settings.api_condor_timeout
+        if not self._assigning.acquire(timeout=self.settings.api_condor_timeout):
+            raise busy
+        try:
             self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(self.settings.state / "addresses.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                while True:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise busy from None
+                        time.sleep(0.05)
                 yield
+        finally:
+            self._assigning.release()
 
     def _free_address(self, schedd: Any) -> StaticAddress:
         ads = schedd.query(CLOUD_JOBS, [A.ASSIGNED_ADDRESS])
@@ -317,7 +349,8 @@ class Cloud:
         self.instance(iid, user)  # a clear error for an unknown id
         try:
             done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid],
-                                  capture_output=True, text=True, timeout=60)
+                                  capture_output=True, text=True,
+                                  timeout=self.settings.api_condor_timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise Unavailable(f"cannot read the console of {iid}: condor_tail: {e}") from None
         if done.returncode != 0:
@@ -325,9 +358,17 @@ class Cloud:
                               f"{done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
-    def create(self, params: Mapping[str, str], owner: str) -> Instance:
+    def create(self, params: Mapping[str, str], owner: str, admin: bool = False) -> Instance:
         """Submit one instance: every attribute, the user's too, in the one submit transaction,
-        so no instance ever runs half-described, and a failed submit leaves nothing behind."""
+        so no instance ever runs half-described, and a failed submit leaves nothing behind.
+
+        ADMIN: the creator is an admin (no instance limit). The job ad keeps the create's
+        client token (the client's client_token, else a new one): a create with the token of
+        one of the owner's instances answers that instance, so a client that retries after an
+        answer it never got makes one instance, not two."""
+        token = params.get("client_token") or new_client_token()
+        if not CLIENT_TOKEN.fullmatch(token):
+            raise ParameterError("client_token is 1 to 64 of the characters A-Z a-z 0-9 . _ : -")
         if not params.get("image_id"):
             raise ParameterError("image_id is required: the id of an image from /api/images")
         try:
@@ -359,42 +400,86 @@ class Cloud:
             raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
                                  "at /api/keys") from None
         typed = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
-                                public_key=public_key)
-        mac = new_mac({_text(ad, A.MAC) for ad in self._jobs()})
+                                public_key=public_key) | {f"My.{A.CLIENT_TOKEN}": literal(token)}
         # Images known not to run cloud-init cannot take a static address: they use DHCP.
         static = self.pool is not None and facts.cloud_init is not False
-        creator = User(owner)
-        with self._assigning_addresses() if static else nullcontext():
-            network = self._call("list the addresses in use", self._free_address) if static else None
-            desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=mac,
-                                        wrapper=self.settings.wrapper, logs=str(self.settings.logs),
-                                        lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
-                                        network=network) | typed
-            try:
-                cluster = self._call("submit the instance", lambda s: s.submit(htcondor2.Submit(desc)).cluster())
-            except Unavailable:
-                # The schedd may have committed the submit and lost only its answer: the MAC,
-                # new and unique in the queue, finds it. Never submit twice.
-                found = self._with_mac(mac, creator)
-                if found is None:
-                    raise
-                log.info("the submit of %s was not confirmed, but the queue holds it", found.id)
-                return found
-        self._changed()
+        with self._create_under_way(owner, token):
+            if params.get("client_token"):
+                found = self._with_token(owner, token)  # when the queue cannot say, nothing is made
+                if found:
+                    log.info("a create with the client token of %s answers it", found.id)
+                    return found
+            with self._one_create_at_a_time():
+                self._check_limit(owner, admin)
+                mac = new_mac({_text(ad, A.MAC) for ad in self._jobs()})
+                network = self._call("list the addresses in use", self._free_address) if static else None
+                desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=mac,
+                                            wrapper=self.settings.wrapper, logs=str(self.settings.logs),
+                                            lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
+                                            network=network) | typed
+                try:
+                    cluster = self._call("submit the instance",
+                                         lambda s: s.submit(htcondor2.Submit(desc)).cluster())
+                except Unavailable as e:
+                    return self._unconfirmed(owner, token, e)
+                finally:
+                    self._changed()
+        # The instance exists: from here on a slow schedd may not turn the answer into an error.
+        submitted = Instance({"ClusterId": cluster, "ProcId": 0, "JobStatus": htcondor2.JobStatus.IDLE,
+                              "QDate": int(time.time()), A.OWNER: owner, A.NAME: name, A.IMAGE: image.id,
+                              A.HARDWARE_PROFILE: hwp_id, A.REALM: realm, A.MEMORY: memory, A.CPUS: cpus,
+                              A.MAC: mac, A.KEY_NAME: keyname})
         try:
             self._call("reschedule", lambda s: s.reschedule())  # a negotiation cycle now, not at the next interval
+            return self.instance(submitted.id, User(owner))
         except Unavailable as e:
-            log.warning("instance %d.0 waits for the next negotiation cycle: %s", cluster, e)
-        return self.instance(f"{cluster}.0", creator)
+            log.warning("instance %s was made, but HTCondor did not answer after: %s", submitted.id, e)
+            return submitted
 
-    def _with_mac(self, mac: str, user: User) -> Instance | None:
+    def _unconfirmed(self, owner: str, token: str, failure: Unavailable) -> Instance:
+        """The instance of a submit that failed, if the schedd committed it and lost only its
+        answer; else FAILURE (nothing was made), or, when the queue cannot be asked either,
+        OutcomeUnknown. Never submit twice."""
         try:
-            ads = self._call("look up the instance",
-                             lambda s: s.query(f"{A.MAC} == {literal(mac)} && {CLOUD_JOBS}", PROJECTION))
+            found = self._with_token(owner, token)
         except Unavailable:
-            return None
-        found = [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
+            raise unconfirmed_create(str(failure), token) from None
+        if found is None:
+            raise failure
+        log.info("the submit of %s was not confirmed, but the queue holds it", found.id)
+        return found
+
+    def _with_token(self, owner: str, token: str) -> Instance | None:
+        """OWNER's instance made by the create with client token TOKEN, if the queue holds one."""
+        constraint = f"{A.OWNER} == {literal(owner)} && {A.CLIENT_TOKEN} == {literal(token)} && {CLOUD_JOBS}"
+        ads = self._call("look for an instance with this client token", lambda s: s.query(constraint, PROJECTION))
+        found = sorted((Instance(dict(ad)) for ad in ads), key=lambda i: (i.cluster, i.proc))
         return found[0] if found else None
+
+    @contextmanager
+    def _create_under_way(self, owner: str, token: str) -> Iterator[None]:
+        """Marks OWNER's create with TOKEN under way in this process until its submit has an
+        answer (however long after the client stopped waiting), so a retry meanwhile cannot
+        look, find nothing yet, and submit a second instance."""
+        with self._creating_lock:
+            if (owner, token) in self._creating:
+                raise Busy(f"a create with client_token {token} is still waiting for HTCondor; "
+                           "retry it in a few seconds")
+            self._creating.add((owner, token))
+        try:
+            yield
+        finally:
+            with self._creating_lock:
+                self._creating.discard((owner, token))
+
+    def _check_limit(self, owner: str, admin: bool) -> None:
+        limit = self.settings.user_instance_limit
+        if admin or not limit:
+            return
+        held = sum(1 for i in (Instance(ad) for ad in self._jobs()) if i.owner == owner and i.state != FINISH)
+        if held >= limit:
+            raise Refused(f"you have {held} instances, the most a user may have "
+                          f"(CONDOR_CLOUD_USER_INSTANCE_LIMIT = {limit}); destroy one first, or ask an admin")
 
     def act(self, iid: str, action: str, user: User) -> Instance | None:
         """Carry out ACTION (stop, start, reboot, destroy); the instance after it, None once destroyed."""
@@ -421,6 +506,17 @@ class Cloud:
                 constraint, A.REQUEST, value, flags=htcondor2.TransactionFlag.SetDirty))
         self._changed()
         return self.instance(iid, user)
+
+
+def new_client_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def unconfirmed_create(why: str, token: str) -> OutcomeUnknown:
+    """The answer to a create that HTCondor did not confirm and cannot be asked about."""
+    return OutcomeUnknown(f"{why}; whether the instance was made is unknown. Retry with client_token={token} "
+                          "(a retry of the console's form does): it answers the instance if it was made, and "
+                          "makes it once if not", token)
 
 
 def check_user_data(text: str, limit: int) -> str:

@@ -123,7 +123,10 @@ class _Worker:
 class WorkerPool:
     """Up to SIZE worker processes that make HTCondor calls. A call waits at most TIMEOUT
     seconds in all (for a free worker, then for the answer); a worker that misses the
-    deadline is killed, so a stopped daemon costs one worker, never the caller."""
+    deadline is killed, so a stopped daemon costs one worker, never the caller. A submit
+    is the exception once sent: killed halfway, it could leave a job nobody hears of, so
+    it is waited for until HTCondor answers or its connection fails (the caller decides
+    how long to wait for it; the submit's client token finds the job afterwards)."""
 
     def __init__(self, size: int, timeout: float):
         self.size, self.timeout = size, timeout
@@ -164,7 +167,8 @@ class WorkerPool:
         worker = self._worker(deadline)
         try:
             worker.conn.send((target, method, args, kwargs))
-            if not worker.conn.poll(max(0.0, deadline - time.monotonic())):
+            patience = max(0.0, deadline - time.monotonic()) if method in _REPEATABLE or target != "schedd" else None
+            if not worker.conn.poll(patience):
                 log.warning("HTCondor %s.%s did not answer within %g s; its worker was stopped",
                             target, method, self.timeout)
                 self._retire(worker)

@@ -21,8 +21,24 @@ class NotAllowed(CloudError):
     """An action the instance's state does not allow."""
 
 
+class Refused(CloudError):
+    """A request beyond what the user may do (a limit)."""
+
+
 class Unavailable(CloudError):
     """HTCondor cannot be reached or did not answer in time."""
+
+
+class Busy(Unavailable):
+    """Too much already under way: nothing was done; try again shortly."""
+
+
+class OutcomeUnknown(Unavailable):
+    """A change HTCondor did not confirm and cannot be asked about: it may or may not be made."""
+
+    def __init__(self, message: str, client_token: str = ""):
+        super().__init__(message)
+        self.client_token = client_token
 
 
 class ImageError(CloudError):

@@ -11,6 +11,8 @@ Set at submit (by the API or CLI):
   CloudUserData     string  user data, base64 (may be empty)
   CloudKeyName      string  the name of the API user's SSH key the instance was launched with
   CloudPublicKey    string  that key's public half (one authorized_keys line), for the guest
+  CloudClientToken  string  names the create that made it (the client's client_token, else
+                            a new one): a create retried with that token finds this job
   CloudAssignedAddress string  the IPv4 address (with prefix length) the cloud gave the
                             instance from CONDOR_CLOUD_ADDRESS_POOL; absent when the guest
                             takes its address by DHCP
@@ -50,6 +52,7 @@ OWNER = "CloudOwner"
 MAC = "CloudMAC"
 USER_DATA = "CloudUserData"
 KEY_NAME = "CloudKeyName"
+CLIENT_TOKEN = "CloudClientToken"
 PUBLIC_KEY = "CloudPublicKey"
 ASSIGNED_ADDRESS = "CloudAssignedAddress"
 GATEWAY = "CloudGateway"

@@ -60,11 +60,17 @@ class Settings:
     api_tls_certificate: str = ""
     api_tls_key: str = ""
     api_allow_plain_http: bool = False
+    # Addresses or networks of TLS-terminating proxies in front of the API, whose
+    # X-Forwarded-Proto, -Host and -For headers are believed (none: nobody's).
+    api_forwarded_allow_ips: tuple[str, ...] = ()
     # Seconds a request waits for HTCondor (or shared_images) before it gets 502.
     api_condor_timeout: int = 10
     # name:memory_mib:cpus, comma separated; memory and cpus are a number
     # (fixed), FIRST-LAST (a range) or A|B|C (a choice).
     hardware_profiles: str = "small:512:1, medium:1024:2, large:2048:4"
+    # Instances (not yet destroyed) an ordinary API user may have at once; 0: no
+    # limit. Admins have none. Keeps one user from taking the whole address pool.
+    user_instance_limit: int = 50
     # Largest user_data accepted, in base64 characters.
     user_data_limit: int = 65535
     # Seconds an instance's job lease lasts (condor's JobLeaseDuration): a

@@ -102,3 +102,29 @@ def test_a_full_pool_fails_cleanly_within_the_deadline(silent_collector):
         assert len(results) == 3 and time.monotonic() - started < 4
     finally:
         pool.close()
+
+
+def test_a_submit_is_waited_for_past_the_deadline_never_killed_halfway(silent_collector, pool):
+    """Killing a worker mid-submit could leave a job the caller never hears of: a submit ends
+    when HTCondor answers (or its own connection fails), however long that takes."""
+    outcome: list = []
+    caller = threading.Thread(target=lambda: outcome.append(_submit_outcome(pool)))
+    caller.start()
+    caller.join(pool.timeout + 1.5)
+    assert caller.is_alive() and not outcome, outcome  # still waiting, past the deadline
+    assert pool._started == 1
+    for conn in silent_collector:  # the daemon goes away: the bindings' call fails, the submit ends
+        conn.close()
+    silent_collector.clear()
+    caller.join(60)
+    assert outcome and outcome[0] in ("RemoteError", "ok")
+
+
+def _submit_outcome(pool: WorkerPool) -> str:
+    try:
+        PooledSchedd(pool).submit(htcondor2.Submit({"executable": "/bin/true"}))
+    except RemoteError:
+        return "RemoteError"
+    except Unavailable as e:
+        return f"Unavailable: {e}"
+    return "ok"

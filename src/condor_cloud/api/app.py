@@ -1,12 +1,13 @@
 """The Deltacloud API over the cloud core: one endpoint per route shape, authentication,
 content negotiation and errors. Endpoints hold only HTTP; every call into the core runs
-in a worker thread with a deadline, so nothing blocks the event loop."""
+in a worker thread with a deadline, so nothing blocks the event loop, and the threads
+are counted, so nothing piles up behind a stalled daemon."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -21,28 +22,51 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from condor_cloud.api import html
 from condor_cloud.api import representations as R
-from condor_cloud.api.auth import SESSION_COOKIE, SESSION_SECONDS, ApiAuthentication, ApiUser, Credentials
+from condor_cloud.api.auth import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    ApiAuthentication,
+    ApiUser,
+    Credentials,
+    TooManyAttempts,
+    client_address,
+)
 from condor_cloud.api.links import Links
 from condor_cloud.api.middleware import ApiMiddleware, from_browser
 from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
-from condor_cloud.cloud import REALMS, Cloud, User
-from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError, Unavailable
+from condor_cloud.cloud import REALMS, Cloud, User, new_client_token, unconfirmed_create
+from condor_cloud.errors import (
+    Busy,
+    CloudError,
+    NotAllowed,
+    NotFound,
+    OutcomeUnknown,
+    ParameterError,
+    Refused,
+    Unavailable,
+)
 from condor_cloud.images import Image, ImageFacts, virtual_size
 from condor_cloud.states import FINISH, RUNNING, STOPPING
 
 log = logging.getLogger("condor-cloud.api")
 
-STATUS = {ParameterError: 400, NotFound: 404, NotAllowed: 405, Unavailable: 502}
+# The first kind that matches (subclasses before their base).
+STATUS = {ParameterError: 400, Refused: 403, NotFound: 404, NotAllowed: 405, Busy: 503, OutcomeUnknown: 504,
+          Unavailable: 502}
 # Routes outside PUBLIC: no credentials, 401 (or, for a browser, the login form).
 authenticated = requires("authenticated", status_code=401)
 ACTIONS = ("stop", "start", "reboot", "destroy")
 DEFAULT_TIMEOUT = 10.0
+# Calls into the core under way at once, per kind, counted until their thread ends (a
+# read the API stopped waiting for keeps its place until HTCondor answers it): beyond
+# them a request gets 503 at once. HTCondor's calls are made by 4 worker processes.
+SLOTS = {"condor": 16, "files": 8}
 
 
 # -- per request -------------------------------------------------------------------------
@@ -78,7 +102,7 @@ def respond(request: Request, rep: R.Representation, status: int = 200, headers:
     else:
         body, media = rep.html(page(request)), "text/html; charset=utf-8"
     headers = dict(headers or {})
-    if status in (200, 201):
+    if status in (200, 201) and headers.get("Cache-Control") != "no-store":
         headers["ETag"] = f'"{hashlib.md5(body.encode()).hexdigest()}"'
     return Response(body, status, headers=headers, media_type=media)
 
@@ -99,22 +123,34 @@ def error_response(request: Request, status: int, message: str, headers: dict | 
 async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool = False,
               changes: bool = False) -> Any:
     """FN(*ARGS) in a worker thread: the core's calls block (file systems, HTCondor's worker
-    processes), the event loop must not. A read waits at most the API's timeout; a change is
-    never abandoned (its answer must say what happened), and each of its HTCondor calls is
-    bounded by the same timeout in the worker processes."""
+    processes), the event loop must not. Each call holds one of the SLOTS of its kind until
+    its thread ends; with none free it gets Busy (503) at once. A read is answered at
+    most the API's timeout after it started; a change is never cancelled (its thread
+    carries it to the end), and its answer waits at most twice that, then says the change
+    is not confirmed yet."""
     state = request.app.state
     kind = "files" if files else "condor"
+    slots: threading.BoundedSemaphore = state.slots[kind]
+    what = "the shared_images file system" if files else "HTCondor"
+    if not slots.acquire(blocking=False):
+        raise Busy(f"{SLOTS[kind]} requests are already waiting for {what}; try again in a few seconds")
+
+    def call() -> Any:
+        try:
+            return fn(*args)
+        finally:
+            slots.release()
     limiter = state.limiters.get(kind)
     if limiter is None:  # made on first use: a limiter belongs to the running event loop
-        limiter = state.limiters[kind] = anyio.CapacityLimiter(10 if files else 40)
-    call = functools.partial(fn, *args)
-    if changes:
-        return await anyio.to_thread.run_sync(call, limiter=limiter)
+        limiter = state.limiters[kind] = anyio.CapacityLimiter(SLOTS[kind])
+    wait = 2 * state.timeout + 1 if changes else state.timeout + 1
     try:
-        with anyio.fail_after(state.timeout + 1):
+        with anyio.fail_after(wait):
             return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
     except TimeoutError:
-        what = "the shared_images file system" if files else "HTCondor"
+        if changes:
+            raise OutcomeUnknown(f"{what} has not confirmed the change within {wait:g} s; it is still under way "
+                                 "and may yet be made: look again in a minute") from None
         raise Unavailable(f"{what} did not answer within {state.timeout:g} s; try again later") from None
 
 
@@ -273,7 +309,12 @@ class InstanceList(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         params = await changes(request)
         user = who(request)
-        instance = await run(request, request.app.state.cloud.create, params, user.name, changes=True)
+        token = params.setdefault("client_token", new_client_token())
+        try:
+            instance = await run(request, request.app.state.cloud.create, params, user.name, user.admin,
+                                 changes=True)
+        except OutcomeUnknown as e:
+            raise e if e.client_token else unconfirmed_create(str(e), token) from None
         log.info("%s created instance %s of %s", user.name, instance.id, instance.image_id)
         return after_form(request, params, links(request)("instances") + "?format=html") or \
             respond(request, R.InstanceRep(instance), 201, {"Location": links(request)("instances", instance.id)})
@@ -354,7 +395,10 @@ class KeyList(HTTPEndpoint):
             redirect = after_form(request, params, links(request)("keys") + "?format=html")
             if redirect:
                 return redirect
-        return respond(request, R.KeyRep(key, pem), 201, {"Location": links(request)("keys", key.name)})
+        headers = {"Location": links(request)("keys", key.name)}
+        if pem:  # the private half, given once: no cache may keep it
+            headers["Cache-Control"] = "no-store"
+        return respond(request, R.KeyRep(key, pem), 201, headers)
 
 
 class KeyShow(HTTPEndpoint):
@@ -433,9 +477,13 @@ class Login(HTTPEndpoint):
         form = await read_form(request)
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         target = local_target(str(form.get("next", "")), request, links(request)("instances") + "?format=html")
-        user = request.app.state.credentials.check_password(name, password)
+        try:
+            user = request.app.state.credentials.attempt(name, password, client_address(request))
+        except TooManyAttempts as e:
+            return Response(html.login_page(page(request), target, f"Too many wrong passwords: wait {e.seconds} s."),
+                            429, {"Retry-After": str(e.seconds)}, media_type="text/html; charset=utf-8")
         if user is None:
-            log.warning("failed login for %r from %s", name, request.client.host if request.client else "?")
+            log.warning("failed login for %r from %s", name, client_address(request))
             return Response(html.login_page(page(request), target, "Wrong user or password."), 401,
                             media_type="text/html; charset=utf-8")
         response = RedirectResponse(target, status_code=303)
@@ -501,24 +549,39 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, status, message, dict(exc.headers or {}))
 
 
+def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+    """Basic credentials refused unheard after too many wrong ones."""
+    assert isinstance(exc, TooManyAttempts)
+    request = Request(conn.scope)
+    log.warning("refused Basic credentials from %s for %d s after wrong ones", client_address(request), exc.seconds)
+    return error_response(request, 429, str(exc), {"Retry-After": str(exc.seconds)})
+
+
 async def on_cloud_error(request: Request, exc: Exception) -> Response:
     status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
-    return error_response(request, status, str(exc))
+    headers = {}
+    if isinstance(exc, Busy):
+        headers["Retry-After"] = str(max(1, round(request.app.state.timeout / 2)))
+    if isinstance(exc, OutcomeUnknown) and exc.client_token:
+        headers["Client-Token"] = exc.client_token
+    return error_response(request, status, str(exc), headers)
 
 
 def create_app(cloud: Cloud, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT,
-               max_body: int = 256 * 1024) -> Starlette:
+               max_body: int = 256 * 1024, forwarded_allow: tuple[str, ...] = ()) -> Starlette:
+    """FORWARDED_ALLOW: the proxies (addresses or networks) whose X-Forwarded-* headers count."""
     app = Starlette(
         routes=ROUTES,
         middleware=[
             Middleware(ApiMiddleware, server=f"Apache-Deltacloud/{R.API_VERSION}", driver=R.DRIVER,
-                       max_body=max_body, error=error_response),
-            Middleware(AuthenticationMiddleware, backend=ApiAuthentication(credentials)),
+                       max_body=max_body, error=error_response, forwarded_allow=forwarded_allow),
+            Middleware(AuthenticationMiddleware, backend=ApiAuthentication(credentials), on_error=on_auth_error),
         ],
         exception_handlers={HTTPException: on_http_error, CloudError: on_cloud_error},
     )
     app.state.cloud, app.state.credentials, app.state.timeout = cloud, credentials, timeout
     app.state.limiters = {}
+    app.state.slots = {kind: threading.BoundedSemaphore(n) for kind, n in SLOTS.items()}
     return app

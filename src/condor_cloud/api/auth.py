@@ -1,5 +1,6 @@
 """API users: HTTP Basic credentials from a file only the API's user can read, browser
-sessions (a signed cookie from the login form) and CSRF tokens.
+sessions (a signed cookie from the login form), CSRF tokens, and failed password checks
+slowed down.
 
 The credentials file has one user per line, ``NAME:PASSWORD``, then optional
 words: ``admin`` lets the user see and act on every user's instances. Lines
@@ -13,12 +14,14 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
+from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.requests import HTTPConnection
 
 from condor_cloud.cloud import User
@@ -28,6 +31,74 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 FLAGS = {"admin"}
 SESSION_COOKIE = "condor_cloud_session"
 SESSION_SECONDS = 12 * 3600
+KEY_BYTES = 32
+
+
+def session_key(path: Path) -> bytes:
+    """The key that signs sessions and CSRF tokens: random, made once and kept in PATH (mode
+    0600, for the API's user only), so sessions outlive a restart of the API. Nothing a
+    user holds (a cookie, a token) can be checked against a guessed password without it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_BYTES))
+    try:
+        st, key = path.stat(), path.read_bytes()
+    except OSError as e:
+        raise CloudError(f"cannot read the session key {path}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CloudError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 {path}")
+    if len(key) < KEY_BYTES:
+        raise CloudError(f"the session key {path} is shorter than {KEY_BYTES} bytes; remove it and restart "
+                         "the API (a new one is made; console users log in again)")
+    return key
+
+
+class TooManyAttempts(AuthenticationError):
+    def __init__(self, seconds: int):
+        super().__init__(f"too many wrong passwords; try again in {seconds} s")
+        self.seconds = seconds
+
+
+class Throttle:
+    """Failed password checks, counted per user at an address and per address. Past FREE
+    failures of a key (ADDRESS_FREE for an address alone), every further attempt is
+    refused unheard for 2, 4, 8... seconds (at most LONGEST) after the last failure, so
+    guessing runs at a few passwords a minute; a success clears its user's count."""
+
+    FREE, ADDRESS_FREE, LONGEST, MAX_KEYS = 5, 20, 300, 10000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, refused until)
+
+    @staticmethod
+    def _keys(name: str, address: str) -> dict[str, int]:
+        name = name[:64]  # no user's name is longer; a guesser's may be
+        return {f"{name}@{address}": Throttle.FREE, f"@{address}": Throttle.ADDRESS_FREE}
+
+    def check(self, name: str, address: str, now: float) -> None:
+        with self._lock:
+            until = max(self._failures.get(key, (0, 0.0))[1] for key in self._keys(name, address))
+        if until > now:
+            raise TooManyAttempts(max(1, round(until - now)))
+
+    def failed(self, name: str, address: str, now: float) -> None:
+        with self._lock:
+            if len(self._failures) >= self.MAX_KEYS:  # forget what no longer refuses anything
+                self._failures = {k: v for k, v in self._failures.items() if v[1] > now}
+            for key, free in self._keys(name, address).items():
+                count = self._failures.get(key, (0, 0.0))[0] + 1
+                delay = min(self.LONGEST, 2 ** (count - free + 1)) if count >= free else 0
+                self._failures[key] = (count, now + delay)
+
+    def succeeded(self, name: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop(next(iter(self._keys(name, address))), None)
 
 
 @dataclass(frozen=True)
@@ -37,12 +108,15 @@ class Account:
 
 
 class Credentials:
-    def __init__(self, accounts: dict[str, Account], secret: bytes):
+    """The users, and the key that signs their sessions (random unless given)."""
+
+    def __init__(self, accounts: dict[str, Account], key: bytes | None = None):
         self._accounts = accounts
-        self._secret = secret
+        self._key = key or secrets.token_bytes(KEY_BYTES)
+        self.throttle = Throttle()
 
     @classmethod
-    def load(cls, path: Path) -> Credentials:
+    def load(cls, path: Path, key_file: Path | None = None) -> Credentials:
         try:
             st = path.stat()
             text = path.read_text()
@@ -52,10 +126,10 @@ class Credentials:
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CloudError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
                              f"chmod 600 {path}")
-        return cls.parse(text, str(path))
+        return cls.parse(text, str(path), session_key(key_file) if key_file else None)
 
     @classmethod
-    def parse(cls, text: str, where: str = "the credentials") -> Credentials:
+    def parse(cls, text: str, where: str = "the credentials", key: bytes | None = None) -> Credentials:
         accounts = {}
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
@@ -74,9 +148,7 @@ class Credentials:
             accounts[name] = Account(password, "admin" in words)
         if not accounts:
             raise CloudError(f"{where} names no user; add a NAME:PASSWORD line")
-        # Sessions and CSRF tokens are signed with a key derived from the file: changing
-        # any password ends every session.
-        return cls(accounts, hashlib.sha256(b"condor-cloud sessions\0" + text.encode()).digest())
+        return cls(accounts, key)
 
     def user(self, name: str) -> User:
         return User(name, admin=self._accounts[name].admin)
@@ -89,30 +161,43 @@ class Credentials:
         ok = hmac.compare_digest(password.encode(), expected)
         return self.user(name) if ok and account else None
 
+    def attempt(self, name: str, password: str, address: str) -> User | None:
+        """check_password, slowed down after failures of NAME at ADDRESS (TooManyAttempts
+        while it waits: a refused attempt checks nothing)."""
+        now = time.monotonic()
+        self.throttle.check(name, address, now)
+        user = self.check_password(name, password)
+        if user is None:
+            self.throttle.failed(name, address, now)
+        else:
+            self.throttle.succeeded(name, address)
+        return user
+
     def check(self, header: str | None) -> User | None:
         """The user a Basic Authorization header proves, or None."""
-        if not header or not header.lower().startswith("basic "):
-            return None
-        try:
-            name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return self.check_password(name, password)
+        pair = basic_pair(header)
+        return self.check_password(*pair) if pair else None
 
     # -- browser sessions ------------------------------------------------------------
     def _sign(self, text: str) -> str:
-        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    def _stamp(self, name: str) -> str:
+        """What a session of NAME is bound to: the account as it is now (a changed password,
+        a changed admin flag or a removed user ends the user's sessions)."""
+        account = self._accounts[name]
+        return self._sign(f"account:{name}\0{account.password}\0{account.admin}")
 
     def session(self, user: User, now: float | None = None) -> str:
         """A session cookie value for USER: NAME:EXPIRY:SIGNATURE."""
         body = f"{user.name}:{int((now or time.time()) + SESSION_SECONDS)}"
-        return f"{body}:{self._sign('session:' + body)}"
+        return f"{body}:{self._sign(f'session:{body}:{self._stamp(user.name)}')}"
 
     def check_session(self, value: str | None, now: float | None = None) -> User | None:
         name, _, rest = (value or "").partition(":")
         expiry, _, signature = rest.partition(":")
-        if not (name in self._accounts and expiry.isdigit()
-                and hmac.compare_digest(self._sign(f"session:{name}:{expiry}"), signature)):
+        if not (name in self._accounts and expiry.isdigit() and hmac.compare_digest(
+                self._sign(f"session:{name}:{expiry}:{self._stamp(name)}"), signature)):
             return None
         return self.user(name) if int(expiry) > (now or time.time()) else None
 
@@ -122,6 +207,21 @@ class Credentials:
 
     def csrf_ok(self, identity: str, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(self.csrf_token(identity), token)
+
+
+def basic_pair(header: str | None) -> tuple[str, str] | None:
+    """(name, password) from a Basic Authorization header, or None."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return name, password
+
+
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "?"
 
 
 class ApiUser(BaseUser):
@@ -145,7 +245,7 @@ class ApiUser(BaseUser):
 
 class ApiAuthentication(AuthenticationBackend):
     """Basic credentials when the request has an Authorization header (wrong ones mean
-    unauthenticated), else the session cookie."""
+    unauthenticated; too many wrong ones, TooManyAttempts), else the session cookie."""
 
     def __init__(self, credentials: Credentials):
         self.credentials = credentials
@@ -153,7 +253,8 @@ class ApiAuthentication(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
         if header is not None:
-            user = self.credentials.check(header)
+            pair = basic_pair(header)
+            user = self.credentials.attempt(*pair, client_address(conn)) if pair else None
             identity = f"basic:{user.name}" if user else ""
         else:
             identity = conn.cookies.get(SESSION_COOKIE, "")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from condor_cloud.api.links import Links
-from condor_cloud.cloud import Instance, Node, User
+from condor_cloud.cloud import Instance, Node, User, new_client_token
 from condor_cloud.images import Image, ImageFacts
 from condor_cloud.keys import Key
 from condor_cloud.profiles import HardwareProfile
@@ -185,6 +185,7 @@ def _launch_form(page: Page, image: Image, profiles: Sequence[HardwareProfile]) 
     form = ET.Element("form", method="post", action=page.links("instances") + "?format=html", class_="launch")
     _hidden(form, "csrf_token", page.csrf)
     _hidden(form, "image_id", image.id)
+    _hidden(form, "client_token", new_client_token())  # a resent form finds its instance
     for add in LAUNCH_FIELDS:
         add(form, page, image, profiles)
     _sub(form, "button", "Launch", type="submit", class_="primary", id=f"launch-{image.id}")

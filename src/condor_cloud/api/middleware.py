@@ -1,8 +1,10 @@
 """What every request passes through before a route sees it, as one pure ASGI middleware."""
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -10,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from condor_cloud.errors import CloudError
 
 log = logging.getLogger("condor-cloud.api")
 
@@ -21,6 +25,42 @@ PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self
                "frame-ancestors 'none'; base-uri 'none'")
 
 ErrorRenderer = Callable[[Request, int, str], Response]
+HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
+
+def networks(allowed: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """CONDOR_CLOUD_API_FORWARDED_ALLOW_IPS as networks (an address is a network of one)."""
+    try:
+        return [ipaddress.ip_network(a, strict=False) for a in allowed]
+    except ValueError as e:
+        raise CloudError(f"CONDOR_CLOUD_API_FORWARDED_ALLOW_IPS: {e}; list the proxies' addresses or networks, "
+                         "e.g. 127.0.0.1, 10.0.0.0/24") from None
+
+
+def trusted(scope: Scope, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    client = scope.get("client")
+    try:
+        address = ipaddress.ip_address(client[0]) if client else None
+    except ValueError:
+        return False
+    return address is not None and any(address in net for net in proxies)
+
+
+def forwarded(scope: Scope) -> None:
+    """Take the scheme, host and client from the X-Forwarded-* headers a trusted proxy set
+    (the last value of each: what the proxy next to the API saw)."""
+    headers = Headers(scope=scope)
+    last = {name: headers.get(f"x-forwarded-{name}", "").rpartition(",")[2].strip()
+            for name in ("proto", "host", "for")}
+    if last["proto"] in ("http", "https"):
+        scope["scheme"] = last["proto"]
+    if HOST.fullmatch(last["host"]):
+        raw = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        scope["headers"] = [*raw, (b"host", last["host"].encode())]
+    try:
+        scope["client"] = (str(ipaddress.ip_address(last["for"])), 0)
+    except ValueError:
+        pass
 
 
 class BodyTooLarge(HTTPException):
@@ -64,15 +104,21 @@ class ApiMiddleware:
     limit. A request that would change something and that a browser sent from
     another site (another origin, Origin: null, Sec-Fetch-Site cross-site or
     same-site) gets 403 before any route sees it. An unexpected error is logged once
-    and answered with a 500 error document like any other."""
+    and answered with a 500 error document like any other. A request from one of
+    FORWARDED_ALLOW (TLS-terminating proxies) is taken as the proxy's X-Forwarded-Proto,
+    -Host and -For say; from anyone else those headers mean nothing."""
 
-    def __init__(self, app: ASGIApp, *, server: str, driver: str, max_body: int, error: ErrorRenderer):
+    def __init__(self, app: ASGIApp, *, server: str, driver: str, max_body: int, error: ErrorRenderer,
+                 forwarded_allow: Sequence[str] = ()):
         self.app, self.server, self.driver, self.max_body, self.error = app, server, driver, max_body, error
+        self.proxies = networks(forwarded_allow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.proxies and trusted(scope, self.proxies):
+            forwarded(scope)
         started = False
 
         async def send_with_headers(message: Message) -> None:

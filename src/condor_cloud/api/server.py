@@ -12,6 +12,7 @@ import uvicorn
 
 from condor_cloud.api.app import create_app
 from condor_cloud.api.auth import Credentials
+from condor_cloud.api.middleware import networks
 from condor_cloud.cloud import Cloud
 from condor_cloud.condor import PooledCollector, PooledSchedd, WorkerPool
 from condor_cloud.errors import CloudError
@@ -64,17 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="condor-cloud-api: %(message)s")
     try:
         settings = Settings.from_condor()
-        credentials = Credentials.load(settings.api_credentials)
+        credentials = Credentials.load(settings.api_credentials, settings.state / "session.key")
         profiles = parse_profiles(settings.hardware_profiles)
         address = args.address or settings.api_address
         tls = tls_options(settings, address)
+        networks(settings.api_forwarded_allow_ips)
     except CloudError as e:
         log.error("%s", e)
         return 2
     pool = WorkerPool(CONDOR_WORKERS, settings.api_condor_timeout)
     schedd, collector = PooledSchedd(pool), PooledCollector(pool)
     cloud = Cloud(settings, profiles, lambda: schedd, lambda: collector)
-    app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings))
+    app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings),
+                     forwarded_allow=settings.api_forwarded_allow_ips)
     try:
         uvicorn.run(app, host=address, port=args.port or settings.api_port, log_level="info",
                     proxy_headers=False, server_header=False, h11_max_incomplete_event_size=16 * 1024,
