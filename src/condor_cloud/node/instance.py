@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError, JobAdError
 from condor_cloud.images import check_image_id
+from condor_cloud.node.seed import GuestData, guest_data_from_ad
 
 DOMAIN_PREFIX = "condor-cloud-"
 MAC_RE = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")
@@ -25,6 +26,7 @@ class InstanceSpec:
     vcpus: int
     mac: str
     name: str
+    guest: GuestData  # what its NoCloud seed tells the guest
 
     @property
     def domain_name(self) -> str:
@@ -50,8 +52,8 @@ class InstanceSpec:
         mac = need(A.MAC, str).lower()
         if not MAC_RE.fullmatch(mac):
             raise JobAdError(f"{A.MAC} = {mac!r} is not a MAC of the form 52:54:00:xx:xx:xx")
-        name = ad.get(A.NAME)
-        return cls(key, image_id, memory, vcpus, mac, name if isinstance(name, str) else key)
+        name = ad.get(A.NAME) if isinstance(ad.get(A.NAME), str) else ""
+        return cls(key, image_id, memory, vcpus, mac, name or key, guest_data_from_ad(ad, mac, name))
 
 
 def instance_key(global_job_id: str) -> str:
@@ -83,6 +85,10 @@ class InstanceFiles:
     @property
     def disk(self) -> Path:
         return self.dir / "disk.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed.iso"
 
     @property
     def lock_file(self) -> Path:

@@ -9,6 +9,7 @@ from condor_cloud.images import find_image
 from condor_cloud.node.cache import ImageCache
 from condor_cloud.node.guest import Host
 from condor_cloud.node.instance import InstanceFiles, InstanceSpec, domain_name, images_in_use
+from condor_cloud.node.seed import write_seed
 from condor_cloud.qemu_img import check_standalone, create_overlay
 from condor_cloud.settings import Settings
 
@@ -16,8 +17,9 @@ log = logging.getLogger("condor-cloud")
 
 
 def prepare(spec: InstanceSpec, settings: Settings) -> InstanceFiles:
-    """Make sure the instance's image is cached on this node and its disk exists."""
+    """Make sure the instance's image is cached on this node and its disk and seed exist."""
     files = InstanceFiles.of(settings.instances, spec.key)
+    write_seed(files.seed, spec.guest)
     cache = ImageCache(settings.local_cache, settings.cache_size_limit_mib << 20)
     if files.keep_disk.exists() and files.disk.exists():
         # A stopped instance starting again: boot its own disk.
