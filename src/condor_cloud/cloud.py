@@ -37,7 +37,8 @@ REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               "HoldReasonCode", "HoldReasonSubCode",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME]
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME,
+              A.RESERVATION, A.CLIENT_TOKEN, "EnteredCurrentStatus"]
 CONSOLE_BYTES = 100 * 1024
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
@@ -134,6 +135,14 @@ class Instance:
     @property
     def keyname(self) -> str:
         return _text(self.ad, A.KEY_NAME)
+
+    @property
+    def reservation(self) -> str:
+        return _text(self.ad, A.RESERVATION)
+
+    @property
+    def client_token(self) -> str:
+        return _text(self.ad, A.CLIENT_TOKEN)
 
     @property
     def addresses(self) -> list[str]:
@@ -312,6 +321,17 @@ class Cloud:
             raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
         return self._explained(found)[0]
 
+    def destroyed(self, user: User, within: float) -> list[Instance]:
+        """The instances USER may see that were destroyed (and have left the queue) in the last
+        WITHIN seconds, from the schedd's history, newest first."""
+        since = int(time.time() - within)
+        # The history is read newest first; a record from a day before the window ends the
+        # reading (an instance can linger in the queue after its removal, but not for a day).
+        ads = self._call("read the history", lambda s: s.history(
+            f"{CLOUD_JOBS} && JobStatus == 3 && EnteredCurrentStatus >= {since}", PROJECTION, -1,
+            f"EnteredCurrentStatus < {since - 86400}"))
+        return [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
+
     def console(self, iid: str, user: User, max_bytes: int = CONSOLE_BYTES) -> str:
         """The end of a running instance's serial console (read through condor_tail)."""
         self.instance(iid, user)  # a clear error for an unknown id
@@ -359,7 +379,8 @@ class Cloud:
             raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
                                  "at /api/keys") from None
         typed = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
-                                public_key=public_key)
+                                public_key=public_key, reservation=params.get("reservation") or "",
+                                client_token=params.get("client_token") or "")
         mac = new_mac({_text(ad, A.MAC) for ad in self._jobs()})
         # Images known not to run cloud-init cannot take a static address: they use DHCP.
         static = self.pool is not None and facts.cloud_init is not False
@@ -386,6 +407,16 @@ class Cloud:
         except Unavailable as e:
             log.warning("instance %d.0 waits for the next negotiation cycle: %s", cluster, e)
         return self.instance(f"{cluster}.0", creator)
+
+    def rename(self, iid: str, name: str, user: User) -> Instance:
+        """Give instance IID the name NAME (checked as a create checks it)."""
+        instance = self.instance(iid, user)
+        if len(name) > 256:
+            raise ParameterError("name is longer than 256 characters")
+        user_attributes(name=name, owner=instance.owner)
+        self._call("rename the instance", lambda s: s.edit(_job_constraint(iid), A.NAME, literal(name)))
+        self._changed()
+        return self.instance(iid, user)
 
     def _with_mac(self, mac: str, user: User) -> Instance | None:
         try:

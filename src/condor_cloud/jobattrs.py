@@ -9,6 +9,8 @@ Set at submit (by the API or CLI):
   CloudOwner        string  the API user who created it
   CloudMAC          string  the guest NIC's MAC (52:54:00:xx:xx:xx, unique per instance)
   CloudUserData     string  user data, base64 (may be empty)
+  CloudReservation  string  the EC2 reservation (one RunInstances) it was launched in, if any
+  CloudClientToken  string  the ClientToken of that RunInstances (makes a retry idempotent), if any
   CloudKeyName      string  the name of the API user's SSH key the instance was launched with
   CloudPublicKey    string  that key's public half (one authorized_keys line), for the guest
   CloudAssignedAddress string  the IPv4 address (with prefix length) the cloud gave the
@@ -50,6 +52,8 @@ OWNER = "CloudOwner"
 MAC = "CloudMAC"
 USER_DATA = "CloudUserData"
 KEY_NAME = "CloudKeyName"
+RESERVATION = "CloudReservation"
+CLIENT_TOKEN = "CloudClientToken"
 PUBLIC_KEY = "CloudPublicKey"
 ASSIGNED_ADDRESS = "CloudAssignedAddress"
 GATEWAY = "CloudGateway"

@@ -31,6 +31,7 @@ from condor_cloud.api.links import Links
 from condor_cloud.api.middleware import ApiMiddleware, from_browser
 from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
 from condor_cloud.cloud import REALMS, Cloud, User
+from condor_cloud.ec2.endpoint import Ec2Endpoint
 from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError, Unavailable
 from condor_cloud.images import Image, ImageFacts, virtual_size
 from condor_cloud.states import FINISH, RUNNING, STOPPING
@@ -474,9 +475,12 @@ ROUTES = [
     route("/api/storage_volumes", VolumeList),
     route("/api/storage_volumes/{id}", VolumeShow),
     route("/api/nodes", NodeList),
+    # EC2's query API (boto3, the AWS CLI): its requests prove their sender with Signature Version 4.
+    route("/ec2", Ec2Endpoint),
+    route("/ec2/", Ec2Endpoint),
 ]
 # Routes a client may use before it has credentials (as in Deltacloud), and the login form.
-PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}", "/api/login", "/api/logout"}
+PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}", "/api/login", "/api/logout", "/ec2", "/ec2/"}
 
 
 # -- errors ------------------------------------------------------------------------------------
