@@ -354,3 +354,14 @@ def test_a_new_access_key_replaces_the_old_one_and_keeps_the_rest():
 def test_a_new_access_key_for_an_unknown_user_is_refused():
     with pytest.raises(CloudError, match="no user 'carol'"):
         with_new_access_key(USERS, "carol")
+
+
+def test_the_command_line_writes_the_new_key_into_the_file_and_keeps_it_private(tmp_path):
+    from condor_cloud.cli import new_access_key
+    path = tmp_path / "api-credentials"
+    path.write_text(USERS)
+    path.chmod(0o600)
+    key_id, secret = new_access_key(path, "alice")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Credentials.load(path).access_key(key_id)[1] == secret
+    assert not (tmp_path / "api-credentials.new").exists()
