@@ -56,7 +56,11 @@ class LocatedSchedd:
         return self._call("query", constraint, projection or [])
 
     def history(self, constraint: str, projection: list[str], match: int = -1, since: str | None = None) -> list:
-        return list(self._call("history", constraint, projection, match, since))
+        """Ads from the schedd's history, newest first; SINCE (an expression) ends the reading
+        at the first ad it holds for (a plain string would be read as a job id)."""
+        import classad2
+        return list(self._call("history", constraint, projection, match,
+                               classad2.ExprTree(since) if since else None))
 
     def submit(self, description: htcondor2.Submit) -> Any:
         return self._call("submit", description)

@@ -365,3 +365,11 @@ def test_the_command_line_writes_the_new_key_into_the_file_and_keeps_it_private(
     assert path.stat().st_mode & 0o777 == 0o600
     assert Credentials.load(path).access_key(key_id)[1] == secret
     assert not (tmp_path / "api-credentials.new").exists()
+
+
+def test_a_started_instance_is_pending_not_stopping_until_its_guest_runs_again(alice_ec2, schedd):
+    iid = launch(alice_ec2)["Instances"][0]["InstanceId"]
+    job(schedd, iid).update({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 1, "CloudVMState": "STOPPED"})
+    alice_ec2.start_instances(InstanceIds=[iid])
+    job(schedd, iid).update({"JobStatus": 2})  # matched and running again; its wrapper has not reported yet
+    assert only(alice_ec2.describe_instances(InstanceIds=[iid])["Reservations"])["State"]["Name"] == "pending"
