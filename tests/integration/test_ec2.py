@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import guest_file, wait_page
+from cloud import guest_file, guest_ssh, wait_page
 from harness import Testbed, wait_for
 
 REGION = "condor-cloud"
@@ -141,11 +141,8 @@ def debian(ec2, testbed: Testbed):
     ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
     address = wait_for(lambda: described(ec2, iid).get("PublicIpAddress"), 300, "the Debian guest's address")
 
-    def ssh(command: str):
-        return testbed.run("client", "ssh", "-i", key_file, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                           f"debian@{address}", command, check=False)
-    ran = wait_for(lambda: (d := ssh("cat /var/tmp/condor-cloud-user-data")).returncode == 0 and d, 300,
+    ran = wait_for(lambda: (d := guest_ssh(testbed, key_file, address, "cat /var/tmp/condor-cloud-user-data"))
+                   .returncode == 0 and d, 300,
                    "the user-data script's effect, seen over SSH")
     yield ran
     ec2.terminate_instances(InstanceIds=[iid])

@@ -191,7 +191,8 @@ def describe_instance_types(cloud: Cloud, user: User, params: Answer) -> Answer:
 def run_instances(cloud: Cloud, user: User, params: Answer) -> Answer:
     token = params.get("ClientToken") or ""
     if token:
-        earlier = [s for s in _visible(cloud, user) if s.instance.client_token == token]
+        earlier = [s for s in _visible(cloud, user)
+                   if s.instance.client_token == token and s.instance.owner == user.name]
         if earlier:  # a retry of a RunInstances that was carried out: its answer again
             return _reservations(earlier, lambda i: i.owner)[0]
     low, high = params.get("MinCount", 1), params.get("MaxCount", 1)

@@ -57,7 +57,7 @@ class Ec2Endpoint(HTTPEndpoint):
         from condor_cloud.api.app import run  # the API's worker threads (that module imports this one)
         request_id = str(uuid.uuid4())
         body = await request.body()
-        action = "?"
+        action = ""
         try:
             key_id = verify(signed_request(request, body), self.secret_of(request), actions.REGION,
                             datetime.datetime.now(datetime.UTC))
@@ -65,7 +65,7 @@ class Ec2Endpoint(HTTPEndpoint):
             action, params = parse_request(fields_of(request, body))
             data = await run(request, actions.perform, request.app.state.cloud, user, action, params,
                              files=action in actions.FILES, changes=action not in actions.READS)
-            if action != "?" and action not in actions.READS:
+            if action not in actions.READS:
                 log.info("ec2: %s %s", user.name, action)
             return Response(render_response(action, data, request_id), media_type=XML)
         except (SignatureError, ProtocolError) as e:
