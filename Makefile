@@ -1,5 +1,5 @@
 # condor-cloud: the commands a newcomer needs (run as root on Debian 12).
-.PHONY: demo test unit-test testbed-up testbed-down bench packages
+.PHONY: demo test unit-test lint testbed-up testbed-down bench packages
 
 # The cloud on this machine: the testbed plus the API at http://localhost:3002/api.
 demo:
@@ -16,10 +16,17 @@ testbed-up:
 testbed-down:
 	testbed/down
 
-# Unit tests, then integration tests on the real testbed (brought up by the
-# test session itself), then testbed teardown checks.
-test:
+# The linters, unit tests, then integration tests on the real testbed (brought
+# up by the test session itself), then testbed teardown checks.
+test: lint
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+# ruff and shellcheck over the project's Python and bash.
+SHELL_SCRIPTS = testbed/lib.sh $(shell grep -lE '^\#!(/usr/bin/env (bash|sh)|/bin/(ba)?sh)' \
+  testbed/* packaging/* tests/packaging/* .ci/* 2>/dev/null)
+lint:
+	$(PYTHON) -m ruff check src tests bench
+	$(dir $(PYTHON))shellcheck -x $(SHELL_SCRIPTS)
 
 unit-test:
 	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)

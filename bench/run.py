@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from cloud import guest_page  # noqa: E402
-from condor_cloud.node.addresses import lease_file  # noqa: E402
 from condor_cloud.network import StaticAddress  # noqa: E402
+from condor_cloud.node.addresses import lease_file  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
 from condor_cloud.node.seed import GuestData, write_seed  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
@@ -215,6 +215,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     """How long after the guest has its address the job ad has it: a pool address (from the guest
     answering HTTP at it) and a DHCP one (from the DHCP server's lease; nodes cannot read it)."""
     import htcondor2
+
     from condor_cloud.submit import instance_description
     schedd = master_schedd(tb)
 
@@ -292,6 +293,7 @@ def debian_launch(tb: Testbed, api: requests.Session) -> dict[str, float]:
 def api_scale(tb: Testbed, api: requests.Session, count: int = 1000, samples: int = 20) -> dict[str, float]:
     """GET /api/instances with COUNT held instances in the queue, next to condor_q."""
     import htcondor2
+
     from condor_cloud.submit import instance_description
     schedd = master_schedd(tb)
     desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),

@@ -1,11 +1,11 @@
 # Shared settings and helpers for the testbed scripts. Sourced, not run.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # settings for the scripts that source it
 set -euo pipefail
 
 # The daemons these scripts start must not keep the caller's files open (a
 # lock the caller holds, say, would be held for as long as the testbed runs):
 # drop every descriptor inherited above stderr (255 is the running script).
-for _fd in /proc/$$/fd/*; do
+for _fd in "/proc/$$/fd/"*; do
   _fd=${_fd##*/}
   case $_fd in 0|1|2|255) ;; *) eval "exec $_fd>&-" 2>/dev/null || true ;; esac
 done
@@ -65,7 +65,9 @@ HOSTS=(
 MASTER_ADDR=$LAN_PREFIX.2
 # The API's users on the testbed and in make demo: an admin and an ordinary user
 # (their passwords are made once per testbed, in secrets/).
-API_ADMIN=admin
+API_ADMIN="admin"
+# The API's port on the master (and on localhost in make demo).
+API_PORT=3002
 API_USER2=alice
 # One testbed per slot; this file names the checkout whose testbed owns it.
 OWNER_FILE=/run/condor-cloud-testbed.owner
@@ -103,6 +105,21 @@ pid_alive() {
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
 }
 
+pid_gone() { ! pid_alive "$1"; }
+
+# Run CMD every STEP seconds until it succeeds; give up when it fails with a
+# status other than 1 (nothing more to wait for) or after SECONDS.
+wait_until() {
+  local deadline=$((SECONDS + $1)) step=$2 rc
+  shift 2
+  while :; do
+    rc=0; "$@" || rc=$?
+    [ "$rc" = 0 ] && return 0
+    { [ "$rc" = 1 ] && [ "$SECONDS" -lt "$deadline" ]; } || return 1
+    sleep "$step"
+  done
+}
+
 # The Debian mirror the host itself uses.
 debian_mirror() {
   local uri
@@ -116,6 +133,7 @@ debian_mirror() {
 # mount namespace, so nothing stays mounted when it ends.
 in_chroot() {
   local dir=$1; shift
+  # shellcheck disable=SC2016 # the inner shell expands it
   unshare --mount --propagation private -- bash -euc '
     dir=$1; shift
     mount -t proc proc "$dir/proc"
@@ -128,12 +146,12 @@ in_chroot() {
 
 # Signal PID, wait up to SECONDS for it to exit, then SIGKILL it.
 stop_pid() {
-  local pid=$1 sig=$2 seconds=$3 i
+  local pid=$1 sig=$2 seconds=$3
   pid_alive "$pid" || return 0
   kill "-$sig" "$pid" 2>/dev/null || true
-  for i in $(seq $((seconds * 10))); do pid_alive "$pid" || return 0; sleep 0.1; done
+  wait_until "$seconds" 0.1 pid_gone "$pid" && return 0
   kill -KILL "$pid" 2>/dev/null || true
-  for i in $(seq 50); do pid_alive "$pid" || return 0; sleep 0.1; done
+  wait_until 5 0.1 pid_gone "$pid" || true
 }
 
 # The command prefix that runs a command inside host NAME: its network,

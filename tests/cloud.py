@@ -8,8 +8,8 @@ from pathlib import Path
 
 import requests
 
-from condor_cloud.node.instance import InstanceFiles, instance_key
 from condor_cloud.jobattrs import parse_request
+from condor_cloud.node.instance import InstanceFiles, instance_key
 from condor_cloud.submit import instance_description, new_mac
 from harness import Testbed, wait_for
 

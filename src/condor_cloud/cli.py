@@ -11,25 +11,25 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from condor_cloud import setup
 from condor_cloud.cloud import OPERATOR, Cloud, Instance, Node
 from condor_cloud.condor import LocatedSchedd
 from condor_cloud.errors import CloudError
 from condor_cloud.images import publish_image
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
-from condor_cloud import setup
-
 
 # -- output --------------------------------------------------------------------
 
 def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -100,7 +100,8 @@ def node_row(n: Node) -> dict[str, Any]:
 
 def run_setup(args: argparse.Namespace, settings: Settings) -> int:
     if os.geteuid() != 0:
-        raise CloudError("setup changes HTCondor's configuration and keys: run it as root (sudo condor-cloud setup ...)")
+        raise CloudError("setup changes HTCondor's configuration and keys: "
+                         "run it as root (sudo condor-cloud setup ...)")
     machine = setup.Machine()
     if args.role == "master":
         host = args.host or socket.getfqdn()

@@ -13,10 +13,10 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Iterator
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import htcondor2
 

@@ -17,9 +17,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from condor_cloud.errors import ImageError
 from condor_cloud.filecopy import sha256_of, sparse_copy

@@ -6,7 +6,8 @@ disk, and room for its CPUs and memory.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from condor_cloud.cloud import Instance, Node

@@ -1,9 +1,9 @@
 """condor-cloud's settings, read from the HTCondor configuration (CONDOR_CLOUD_* knobs)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
 
 from condor_cloud.errors import CloudError
 

@@ -15,9 +15,9 @@ import os
 import re
 import secrets
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from condor_cloud.errors import ParameterError
 from condor_cloud.settings import Settings

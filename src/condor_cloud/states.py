@@ -1,7 +1,8 @@
 """Instance states, derived from the job status and the VM state the node reports."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from htcondor2 import JobStatus
 

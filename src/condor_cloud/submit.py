@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from collections.abc import Iterable
 
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal, value_of
@@ -45,7 +45,7 @@ def new_mac(taken: Iterable[str] = ()) -> str:
     """A QEMU-range MAC (52:54:00:xx:xx:xx) not in TAKEN."""
     taken = {m.lower() for m in taken}
     while True:
-        mac = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        mac = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
         if mac not in taken:
             return mac
 

@@ -23,7 +23,8 @@ def schedd_paused(testbed: Testbed, api):
     meanwhile the entry point and the image list are asked for again and again."""
     [pid] = testbed.pids("master", "condor_schedd")
     name = f"during-pause-{uuid.uuid4().hex[:6]}"
-    queue = {"list": ("GET", "/instances", {}), "create": ("POST", "/instances", {"image_id": "tiny.img", "name": name}),
+    queue = {"list": ("GET", "/instances", {}),
+             "create": ("POST", "/instances", {"image_id": "tiny.img", "name": name}),
              "show": ("GET", "/instances/1.0", {})}
     answers: dict[str, tuple] = {}
 

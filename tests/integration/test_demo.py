@@ -43,8 +43,9 @@ def test_the_second_demo_user_is_not_an_admin(testbed, demo):
 
 def test_the_api_answers_on_localhost_with_the_sample_images(testbed, demo):
     env = demo[1]
-    done = testbed.host_network("curl", "-sf", "-u", f"{env['CONDOR_CLOUD_API_USER']}:{env['CONDOR_CLOUD_API_PASSWORD']}",
-                           "-H", "Accept: application/xml", env["CONDOR_CLOUD_API_URL"] + "/images")
+    user = f"{env['CONDOR_CLOUD_API_USER']}:{env['CONDOR_CLOUD_API_PASSWORD']}"
+    done = testbed.host_network("curl", "-sf", "-u", user,
+                                "-H", "Accept: application/xml", env["CONDOR_CLOUD_API_URL"] + "/images")
     assert done.returncode == 0, done.stderr
     assert 'id="tiny.img"' in done.stdout
     assert 'id="debian-13.qcow2"' in done.stdout

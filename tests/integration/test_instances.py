@@ -8,8 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud import (CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image,
-                   wait_page, written_by)
+from cloud import CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image, wait_page, written_by
 from condor_cloud.node.instance import instance_key
 from harness import Testbed, wait_for
 

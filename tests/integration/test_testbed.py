@@ -8,8 +8,8 @@ import pytest
 
 from cloud import guest_page
 from condor_cloud.node.addresses import lease_file
-from condor_cloud.node.seed import GuestData, write_seed
 from condor_cloud.node.domain import instance_domain
+from condor_cloud.node.seed import GuestData, write_seed
 from harness import REPO, Testbed, wait_for
 
 
@@ -40,7 +40,8 @@ def vanilla_jobs(testbed: Testbed, schedd) -> dict[str, dict]:
         ads = {}
         for name, cluster in clusters.items():
             found = schedd.history(f"ClusterId == {cluster}", ["ExitCode", "LastRemoteHost", "JobStatus"], match=1)
-            ads.update({name: ad for ad in found})
+            for ad in found:
+                ads[name] = ad
         return ads if len(ads) == len(clusters) else None
 
     return wait_for(finished, 120, "vanilla jobs to complete", interval=1)
@@ -66,7 +67,7 @@ def booted_guests(testbed: Testbed, libvirt_conns):
         overlay = f"/tmp/testbed-guest-{host.name}.qcow2"
         testbed.run(host.name, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                     "-b", "/var/lib/condor-cloud/shared_images/tiny.img", overlay)
-        macs[host.name] = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        macs[host.name] = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
         seed = f"/tmp/testbed-guest-{host.name}-seed.iso"
         write_seed(testbed.path(host.name, seed), GuestData(instance_id=host.name, hostname=host.name))
         dom = instance_domain(name=f"testbed-guest-{host.name}", domain_type="qemu", memory_mib=256,

@@ -7,10 +7,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from harness import REPO
-
 
 def fields(deb: Path, name: str) -> str:
     return subprocess.run(["dpkg-deb", "-f", deb, name], check=True, capture_output=True, text=True).stdout
@@ -69,7 +65,8 @@ def test_the_apis_user_cannot_open_libvirt(debian):
 
 
 def test_the_instances_user_opens_libvirt(debian):
-    assert (debian / "virsh-condor-cloud.rc").read_text().strip() == "0", (debian / "virsh-condor-cloud.txt").read_text()
+    rc = (debian / "virsh-condor-cloud.rc").read_text().strip()
+    assert rc == "0", (debian / "virsh-condor-cloud.txt").read_text()
 
 
 def test_the_api_unit_runs_as_the_apis_user(debian):

@@ -27,7 +27,8 @@ def node_param(tmp_path: Path, name: str, extra: str = "") -> str:
     config = tmp_path / "condor_config"
     files = [str(REPO / "condor_config.d" / f) for f in NODE_FILES] + [str(site)]
     config.write_text(f"LOCAL_CONFIG_FILE = {', '.join(files)}\nLOCAL_CONFIG_DIR =\n")
-    done = subprocess.run([sys.executable, "-c", f"import htcondor2, json; print(json.dumps(htcondor2.param[{name!r}]))"],
+    code = f"import htcondor2, json; print(json.dumps(htcondor2.param[{name!r}]))"
+    done = subprocess.run([sys.executable, "-c", code],
                           env=dict(os.environ, CONDOR_CONFIG=str(config)), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from harness import REPO
 
 SPEC = (REPO / "rpm" / "condor-cloud.spec").read_text()

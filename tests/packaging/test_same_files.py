@@ -69,6 +69,7 @@ def test_both_give_each_path_the_same_owner_group_and_mode(rpm_files, deb_files)
 
 def test_the_comparison_covers_the_library_executables_configs_and_state(rpm_files):
     for path in ["SITE/condor_cloud/node/wrapper.py", "/usr/libexec/condor-cloud/vm-wrapper", "/usr/bin/condor-cloud",
-                 "/etc/condor/config.d/50-condor-cloud-execute.conf", "/usr/lib/systemd/system/condor-cloud-api.service",
+                 "/etc/condor/config.d/50-condor-cloud-execute.conf",
+                 "/usr/lib/systemd/system/condor-cloud-api.service",
                  "/var/lib/condor-cloud/instances", "/var/lib/condor-cloud/logs"]:
         assert path in rpm_files

@@ -10,7 +10,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from condor_cloud.api.app import PUBLIC, ROUTES
-from condor_cloud.api.negotiation import HTML, JSON as JSON_TYPE, XML as XML_TYPE, NotAcceptable, negotiate
+from condor_cloud.api.negotiation import HTML, NotAcceptable, negotiate
+from condor_cloud.api.negotiation import JSON as JSON_TYPE
+from condor_cloud.api.negotiation import XML as XML_TYPE
 from conftest import JSON, XML, client
 
 BROWSER_ACCEPT = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"

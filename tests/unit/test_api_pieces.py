@@ -7,11 +7,9 @@ import pytest
 
 from condor_cloud.api.auth import Credentials
 from condor_cloud.cloud import User
-from condor_cloud.errors import ParameterError
+from condor_cloud.errors import CloudError, ParameterError
 from condor_cloud.profiles import parse_profiles
-from condor_cloud.states import (ERROR, FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
-                                 instance_state)
-from condor_cloud.errors import CloudError
+from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions, instance_state
 
 
 def test_profiles_parse_fixed_range_and_enum():

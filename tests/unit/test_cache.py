@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from condor_cloud.filecopy import sparse_copy
-from condor_cloud.node.cache import ImageCache
 from condor_cloud.errors import CacheError
+from condor_cloud.filecopy import sparse_copy
 from condor_cloud.images import find_image
+from condor_cloud.node.cache import ImageCache
 
 MiB = 1 << 20
 

@@ -71,7 +71,7 @@ def test_the_caller_keeps_running_while_a_worker_waits(silent_collector, pool):
     finally:
         done.set()
         ticker.join()
-    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.5
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.5
 
 
 def test_an_error_from_htcondor_comes_back_as_its_message(monkeypatch, pool):

@@ -9,8 +9,8 @@ import base64
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
@@ -54,18 +54,20 @@ def make_root(root: Path, *, api_in_libvirt: bool = False, instances_in_libvirt:
     """What the packages leave: users, directories, the node template, libvirt's config, a bridge."""
     (root / "etc").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
-                                     f"condor-cloud:x:994:994::/var/lib/condor-cloud:/usr/sbin/nologin\n"
+                                     "condor-cloud:x:994:994::/var/lib/condor-cloud:/usr/sbin/nologin\n"
                                      "condor-cloud-api:x:993:993::/:/usr/sbin/nologin\n")
     libvirt = ",".join(["condor"] + (["condor-cloud"] if instances_in_libvirt else [])
                        + (["condor-cloud-api"] if api_in_libvirt else []))
-    (root / "etc/group").write_text(f"root:x:0:\nlibvirt:x:104:{libvirt}\ncondor-cloud:x:994:\ncondor-cloud-api:x:993:\n")
+    (root / "etc/group").write_text(
+        f"root:x:0:\nlibvirt:x:104:{libvirt}\ncondor-cloud:x:994:\ncondor-cloud-api:x:993:\n")
     for d in ["etc/condor/config.d", "etc/condor-cloud", "var/lib/condor-cloud/shared_images/staging",
               "usr/share/condor-cloud", "etc/libvirt", "sys/class/net/br0/bridge", "proc/self"]:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "usr/share/condor-cloud/20-condor-cloud-node.conf").write_text("use ROLE : Execute\n")
     (root / "etc/libvirt/qemu.conf").write_text('#stdio_handler = "logd"\nstdio_handler = "file"\n')
     (root / "proc/self/mounts").write_text(
-        "master.cloud.example:/var/lib/condor-cloud/shared_images /var/lib/condor-cloud/shared_images nfs4 ro,relatime 0 0\n")
+        "master.cloud.example:/var/lib/condor-cloud/shared_images /var/lib/condor-cloud/shared_images"
+        " nfs4 ro,relatime 0 0\n")
 
 
 @pytest.fixture
@@ -227,7 +229,8 @@ def test_qemu_without_file_consoles_is_missing_with_the_setting(root, commands):
 
 def test_a_master_without_the_api_user_says_which_package_creates_it(root, commands):
     passwd = root / "etc/passwd"
-    passwd.write_text("".join(l for l in passwd.read_text().splitlines(True) if not l.startswith("condor-cloud-api")))
+    passwd.write_text("".join(line for line in passwd.read_text().splitlines(True)
+                              if not line.startswith("condor-cloud-api")))
     report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="m.cloud.example", uid_domain=DOMAIN)
     assert by_step(report)["API credentials"].fix == "install the condor-cloud package (it creates the user)"
     assert not (root / "etc/condor-cloud/api-credentials").exists()
@@ -262,7 +265,8 @@ def test_a_node_with_the_key_makes_its_own_daemon_token_and_names_the_master(roo
     assert report.complete, [o for o in report.outcomes if o.state == setup.MISSING]
     assert mode(key) == 0o600  # made private
     assert setup.token_identity((root / "etc/condor/tokens.d/condor").read_text()) == f"condor@{DOMAIN}"
-    assert "CONDOR_HOST = master.cloud.example\n" in (root / "etc/condor/config.d/25-condor-cloud-site.conf").read_text()
+    site = (root / "etc/condor/config.d/25-condor-cloud-site.conf").read_text()
+    assert "CONDOR_HOST = master.cloud.example\n" in site
 
 
 def test_a_node_takes_its_role_from_the_packaged_template(root, commands):

@@ -7,15 +7,16 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import anyio
 from starlette.applications import Starlette
 from starlette.authentication import requires
-from starlette.endpoints import HTTPEndpoint
 from starlette.datastructures import FormData
+from starlette.endpoints import HTTPEndpoint
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
@@ -79,7 +80,7 @@ def respond(request: Request, rep: R.Representation, status: int = 200, headers:
         body, media = rep.html(page(request)), "text/html; charset=utf-8"
     headers = dict(headers or {})
     if status in (200, 201):
-        headers["ETag"] = '"%s"' % hashlib.md5(body.encode()).hexdigest()
+        headers["ETag"] = f'"{hashlib.md5(body.encode()).hexdigest()}"'
     return Response(body, status, headers=headers, media_type=media)
 
 

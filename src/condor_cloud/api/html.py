@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from condor_cloud.api.links import Links
 from condor_cloud.cloud import Instance, Node, User

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from condor_cloud.api import html
 from condor_cloud.api.links import Links

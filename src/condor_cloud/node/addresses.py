@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from condor_cloud.network import parse_range
 
@@ -71,7 +71,8 @@ def send_datagram(address: str) -> None:
             pass
 
 
-def arp_probe(candidates: list[str], every: float, table: AddressSource = neighbour_table(),
+def arp_probe(candidates: list[str], every: float,
+              table: AddressSource = neighbour_table(),  # noqa: B008 - one table reader, made once
               send: Callable[[str], None] = send_datagram) -> AddressSource:
     """CANDIDATES that the ARP table shows at the MAC; probes them (at most once per EVERY
     seconds) while none is there, so the next lookup finds the one that answered."""

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import fcntl
 import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError, JobAdError
