@@ -69,7 +69,7 @@ class Credentials:
             if not sep or not password or not NAME.fullmatch(name):
                 raise CloudError(f"{where} line {number}: write NAME:PASSWORD [admin] (names are letters, "
                                  "digits and . _ @ -, passwords have no blanks)")
-            keys = [m.groups() for m in map(ACCESS_KEY_WORD.fullmatch, words) if m]
+            keys = [(m[1], m[2]) for m in map(ACCESS_KEY_WORD.fullmatch, words) if m]
             unknown = [w for w in words if w not in FLAGS and not ACCESS_KEY_WORD.fullmatch(w)]
             if unknown:
                 raise CloudError(f"{where} line {number}: unknown word {unknown[0]!r} after the password "

@@ -11,7 +11,8 @@ import base64
 import datetime
 import hashlib
 import secrets
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from condor_cloud.cloud import REALMS, Cloud, Instance, User
 from condor_cloud.ec2 import ids
@@ -243,13 +244,14 @@ def _undo(cloud: Cloud, user: User, made: list[Instance]) -> None:
         cloud.act(instance.id, "destroy", user)
 
 
+INSTANCE_FILTERS: dict[str, Callable[[Seen], str]] = {
+    "instance-state-name": lambda s: s.state, "tag:Name": lambda s: _name(s.instance), "instance-id": lambda s: s.id}
+
+
 def describe_instances(cloud: Cloud, user: User, params: Answer) -> Answer:
-    filters = _filters(params, {"instance-state-name", "tag:Name", "instance-id"})
     seen = _chosen(cloud, user, params.get("InstanceIds"))
-    for name, values in filters.items():
-        key = {"instance-state-name": lambda s: s.state, "tag:Name": lambda s: _name(s.instance),
-               "instance-id": lambda s: s.id}[name]
-        seen = [s for s in seen if key(s) in values]
+    for name, values in _filters(params, set(INSTANCE_FILTERS)).items():
+        seen = [s for s in seen if INSTANCE_FILTERS[name](s) in values]
     page, token = _page(seen, params)
     return {"Reservations": _reservations(page, lambda i: i.owner), "NextToken": token}
 

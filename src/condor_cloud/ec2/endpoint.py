@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.endpoints import HTTPEndpoint
@@ -81,7 +82,7 @@ class Ec2Endpoint(HTTPEndpoint):
         return Response(render_error(code, message, request_id), STATUS.get(code, 400), media_type=XML)
 
     @staticmethod
-    def secret_of(request: Request):
+    def secret_of(request: Request) -> Callable[[str], str | None]:
         def secret(key_id: str) -> str | None:
             found = request.app.state.credentials.access_key(key_id)
             return found[1] if found else None

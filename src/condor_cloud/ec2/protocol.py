@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from functools import cache
-from typing import Any, Mapping
+from typing import Any
 
 from botocore.loaders import Loader
 from botocore.model import ListShape, ServiceModel, Shape, StructureShape
@@ -65,7 +66,7 @@ def _read(shape: Shape, fields: Mapping[str, str], prefix: str) -> Any:
                 out[member] = value
         return out or None
     if isinstance(shape, ListShape):
-        items = []
+        items: list[Any] = []
         while (item := _read(shape.member, fields, f"{prefix}.{len(items) + 1}")) is not None:
             items.append(item)
         return items or ([] if prefix in fields else None)
