@@ -244,6 +244,8 @@ def test_stop_start_reboot_and_terminate(alice_ec2, schedd):
     job(schedd, iid).update({"JobStatus": 2, "CloudVMState": "RUNNING"})
     [stopping] = alice_ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"]
     assert (stopping["PreviousState"]["Name"], stopping["CurrentState"]["Name"]) == ("running", "stopping")
+    [still] = alice_ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"]  # a second stop changes nothing
+    assert (still["PreviousState"]["Name"], still["CurrentState"]["Name"]) == ("stopping", "stopping")
     job(schedd, iid).update({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 1})
     assert only(alice_ec2.describe_instances(InstanceIds=[iid])["Reservations"])["State"]["Name"] == "stopped"
     [again] = alice_ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"]  # as on EC2: nothing to do

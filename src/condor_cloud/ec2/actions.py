@@ -17,7 +17,7 @@ from typing import Any
 from condor_cloud.cloud import REALMS, Cloud, Instance, User
 from condor_cloud.ec2 import ids
 from condor_cloud.ec2.protocol import ProtocolError
-from condor_cloud.errors import NotAllowed, NotFound, ParameterError
+from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError
 from condor_cloud.images import Image
 from condor_cloud.keys import Key
 from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPED, STOPPING
@@ -30,7 +30,7 @@ STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 4
 EC2_STATE = {PENDING: "pending", RUNNING: "running", STOPPING: "stopping", STOPPED: "stopped",
              ERROR: "stopped", FINISH: "shutting-down"}
 # The states an action leaves as they are (EC2 answers them without doing anything).
-ALREADY = {"stop": {STOPPED, ERROR}, "start": {PENDING, RUNNING}, "destroy": {FINISH}}
+ALREADY = {"stop": {STOPPING, STOPPED, ERROR}, "start": {PENDING, RUNNING}, "destroy": {FINISH}}
 Answer = dict[str, Any]
 
 
@@ -230,7 +230,7 @@ def run_instances(cloud: Cloud, user: User, params: Answer) -> Answer:
         except ParameterError as e:
             _undo(cloud, user, made)
             raise ProtocolError("InvalidParameterValue", str(e)) from None
-        except Exception as e:
+        except CloudError as e:
             if len(made) >= low:
                 break
             _undo(cloud, user, made)
