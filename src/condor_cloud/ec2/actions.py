@@ -280,8 +280,10 @@ def _act(cloud: Cloud, user: User, params: Answer, action: str) -> list[Answer]:
             after = cloud.act(s.instance.id, action, user)
         except NotFound:
             raise _not_found([s.id]) from None
-        except NotAllowed as e:
-            raise ProtocolError("IncorrectInstanceState", str(e)) from None
+        except NotAllowed:
+            verb = {"destroy": "terminate"}.get(action, action)
+            raise ProtocolError("IncorrectInstanceState", f"The instance '{s.id}' is {s.state}: it cannot "
+                                f"{verb} now") from None
         changes.append(_change(s.id, s.state, "shutting-down" if after is None else EC2_STATE[after.state]))
     return changes
 
