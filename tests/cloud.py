@@ -103,6 +103,13 @@ def guest_page(address: str, timeout: float = 2) -> str | None:
     return page.decode(errors="replace") if page is not None else None
 
 
+def guest_ssh(testbed: Testbed, key_file: str, address: str, command: str):
+    """COMMAND run as debian@ADDRESS over SSH from the client host, with the private key at KEY_FILE there."""
+    return testbed.run("client", "ssh", "-i", key_file, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                       "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                       f"debian@{address}", command, check=False)
+
+
 def wait_page(address: str, contains: str, timeout: float = 60) -> str:
     return wait_for(lambda: (p := guest_page(address)) and contains in p and p, timeout,
                     f"the guest at {address} to serve {contains!r}")

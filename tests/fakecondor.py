@@ -38,6 +38,7 @@ class FakeSchedd:
 
     def __init__(self) -> None:
         self.jobs: dict[tuple[int, int], classad2.ClassAd] = {}
+        self.history_ads: list[classad2.ClassAd] = []  # removed jobs that left the queue, newest first
         self.next_cluster = 1
         self.calls: list[str] = []
         self.fail_next: dict[str, Exception] = {}
@@ -69,6 +70,14 @@ class FakeSchedd:
             found.append(classad2.ClassAd({k: ad[k] for k in ad.keys() if k in keep}))
         self._leave("query")
         return found
+
+    def history(self, constraint: str, projection: list[str], match: int = -1,
+                since: str | None = None) -> list[classad2.ClassAd]:
+        self._enter("history")
+        expr = classad2.ExprTree(str(constraint))
+        found = [ad for ad in self.history_ads if expr.eval(ad) is True]
+        self._leave("history")
+        return found[:match] if match >= 0 else found
 
     def submit(self, description: htcondor2.Submit, count: int = 0, spool: bool = False) -> _Submitted:
         self._enter("submit")
@@ -103,6 +112,8 @@ class FakeSchedd:
         for ad in matched:
             if action == htcondor2.JobAction.Remove:
                 del self.jobs[(ad["ClusterId"], ad["ProcId"])]
+                ad.update({"JobStatus": STATUS["removed"], "EnteredCurrentStatus": int(time.time())})
+                self.history_ads.insert(0, ad)
             elif action == htcondor2.JobAction.Hold:
                 ad.update({"JobStatus": STATUS["held"], "HoldReason": text, "HoldReasonCode": 1,
                            "HoldReasonSubCode": 0})

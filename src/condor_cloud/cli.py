@@ -136,6 +136,28 @@ def run_setup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def new_access_key(path: Path, name: str) -> tuple[str, str]:
+    """Give API user NAME a new EC2 access key in the credentials file PATH (its old one stops
+    working): (access key id, secret). The file keeps its owner and mode 0600."""
+    from condor_cloud.api.auth import with_new_access_key
+    try:
+        st = path.stat()
+        text, key_id, secret = with_new_access_key(path.read_text(), name)
+        new = path.with_name(path.name + ".new")
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            if os.geteuid() == 0:
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(new, path)
+    except OSError as e:
+        raise CloudError(f"cannot rewrite the API credentials {path}: {e.strerror}; run this as root "
+                         "or as the API's user") from None
+    return key_id, secret
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="condor-cloud", description="Manage condor-cloud images and instances.")
     p.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
@@ -161,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     inst.add_parser("console", help="print the end of a running instance's serial console").add_argument("id")
     areas.add_parser("nodes", help="nodes with their free resources and cached images")
     areas.add_parser("status", help="a summary of the cloud")
+    key = areas.add_parser("ec2-key", help="give an API user a new EC2 access key (shown once; replaces the old one)")
+    key.add_argument("user", help="the API user (a NAME in the API credentials file)")
     roles = areas.add_parser("setup", help="make this machine a master or a node (as root; run again at will)"
                              ).add_subparsers(dest="role", required=True)
     master = roles.add_parser("master", help="the central manager, schedd and API (it runs instances too)")
@@ -178,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_condor()
         if args.area == "setup":
             return run_setup(args, settings)
+        if args.area == "ec2-key":
+            key_id, secret = new_access_key(settings.api_credentials, args.user)
+            if args.json:
+                print(json.dumps({"user": args.user, "access_key_id": key_id, "secret_access_key": secret}))
+            else:
+                print(f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n"
+                      f"(shown once; kept in {settings.api_credentials}. Restart the API to use it: "
+                      "systemctl restart condor-cloud-api)")
+            return 0
         schedd = LocatedSchedd()
         cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, ttl=0)
         return run(args, settings, cloud)

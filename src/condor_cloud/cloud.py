@@ -49,9 +49,10 @@ REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               "HoldReasonCode", "HoldReasonSubCode",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME]
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME,
+              A.RESERVATION, A.CLIENT_TOKEN, "EnteredCurrentStatus"]
 CONSOLE_BYTES = 100 * 1024
-CLIENT_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+CLIENT_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,72}")
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
 
@@ -147,6 +148,14 @@ class Instance:
     @property
     def keyname(self) -> str:
         return _text(self.ad, A.KEY_NAME)
+
+    @property
+    def reservation(self) -> str:
+        return _text(self.ad, A.RESERVATION)
+
+    @property
+    def client_token(self) -> str:
+        return _text(self.ad, A.CLIENT_TOKEN)
 
     @property
     def addresses(self) -> list[str]:
@@ -344,6 +353,17 @@ class Cloud:
             raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
         return self._explained(found)[0]
 
+    def destroyed(self, user: User, within: float) -> list[Instance]:
+        """The instances USER may see that were destroyed (and have left the queue) in the last
+        WITHIN seconds, from the schedd's history, newest first."""
+        since = int(time.time() - within)
+        # The history is read newest first; a record from a day before the window ends the
+        # reading (an instance can linger in the queue after its removal, but not for a day).
+        ads = self._call("read the history", lambda s: s.history(
+            f"{CLOUD_JOBS} && JobStatus == 3 && EnteredCurrentStatus >= {since}", PROJECTION, -1,
+            f"EnteredCurrentStatus < {since - 86400}"))
+        return [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
+
     def console(self, iid: str, user: User, max_bytes: int = CONSOLE_BYTES) -> str:
         """The end of a running instance's serial console (read through condor_tail)."""
         self.instance(iid, user)  # a clear error for an unknown id
@@ -368,7 +388,7 @@ class Cloud:
         answer it never got makes one instance, not two."""
         token = params.get("client_token") or new_client_token()
         if not CLIENT_TOKEN.fullmatch(token):
-            raise ParameterError("client_token is 1 to 64 of the characters A-Z a-z 0-9 . _ : -")
+            raise ParameterError("client_token is 1 to 72 of the characters A-Z a-z 0-9 . _ : -")
         if not params.get("image_id"):
             raise ParameterError("image_id is required: the id of an image from /api/images")
         try:
@@ -400,7 +420,8 @@ class Cloud:
             raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
                                  "at /api/keys") from None
         typed = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
-                                public_key=public_key) | {f"My.{A.CLIENT_TOKEN}": literal(token)}
+                                public_key=public_key, reservation=params.get("reservation") or "") | {
+            f"My.{A.CLIENT_TOKEN}": literal(token)}
         # Images known not to run cloud-init cannot take a static address: they use DHCP.
         static = self.pool is not None and facts.cloud_init is not False
         with self._create_under_way(owner, token):
@@ -435,6 +456,16 @@ class Cloud:
         except Unavailable as e:
             log.warning("instance %s was made, but HTCondor did not answer after: %s", submitted.id, e)
             return submitted
+
+    def rename(self, iid: str, name: str, user: User) -> Instance:
+        """Give instance IID the name NAME (checked as a create checks it)."""
+        instance = self.instance(iid, user)
+        if len(name) > 256:
+            raise ParameterError("name is longer than 256 characters")
+        user_attributes(name=name, owner=instance.owner)
+        self._call("rename the instance", lambda s: s.edit(_job_constraint(iid), A.NAME, literal(name)))
+        self._changed()
+        return self.instance(iid, user)
 
     def _unconfirmed(self, owner: str, token: str, failure: Unavailable) -> Instance:
         """The instance of a submit that failed, if the schedd committed it and lost only its
@@ -497,6 +528,9 @@ class Cloud:
         if action == "start":
             def start(s):  # the stop request is done: keep its serial, drop its action
                 s.edit(constraint, A.REQUEST, literal(A.request_value(serial, "")))
+                # and the last run's VM state, so the instance is PENDING (not STOPPING) until
+                # its new wrapper reports
+                s.edit(constraint, A.VM_STATE, literal(""))
                 s.act(htcondor2.JobAction.Release, constraint)
                 s.reschedule()
             self._call("start the instance", start)

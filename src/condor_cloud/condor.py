@@ -24,7 +24,7 @@ from condor_cloud.errors import Unavailable
 log = logging.getLogger("condor-cloud")
 
 # Calls that are safe to make twice: everything but submit.
-_REPEATABLE = {"query", "edit", "act", "reschedule"}
+_REPEATABLE = {"query", "history", "edit", "act", "reschedule"}
 
 
 class LocatedSchedd:
@@ -55,6 +55,13 @@ class LocatedSchedd:
 
     def query(self, constraint: str = "true", projection: list[str] | None = None) -> list:
         return self._call("query", constraint, projection or [])
+
+    def history(self, constraint: str, projection: list[str], match: int = -1, since: str | None = None) -> list:
+        """Ads from the schedd's history, newest first; SINCE (an expression) ends the reading
+        at the first ad it holds for (a plain string would be read as a job id)."""
+        import classad2
+        return list(self._call("history", constraint, projection, match,
+                               classad2.ExprTree(since) if since else None))
 
     def submit(self, description: htcondor2.Submit) -> Any:
         return self._call("submit", description)
@@ -98,8 +105,8 @@ def _serve(conn: Any) -> None:
                 result = [_plain(ad) for ad in htcondor2.Collector().query(*args, **kwargs)]
             elif method == "submit":
                 result = schedd.submit(htcondor2.Submit(args[0])).cluster()
-            elif method == "query":
-                result = [_plain(ad) for ad in schedd.query(*args, **kwargs)]
+            elif method in ("query", "history"):
+                result = [_plain(ad) for ad in getattr(schedd, method)(*args, **kwargs)]
             else:
                 result = _plain(getattr(schedd, method)(*args, **kwargs))
             conn.send(("ok", result))
@@ -215,6 +222,10 @@ class PooledSchedd:
 
     def query(self, constraint: str = "true", projection: list[str] | None = None) -> list[dict]:
         return self._pool.call("schedd", "query", constraint, projection or [])
+
+    def history(self, constraint: str, projection: list[str], match: int = -1,
+                since: str | None = None) -> list[dict]:
+        return self._pool.call("schedd", "history", constraint, projection, match, since)
 
     def submit(self, description: htcondor2.Submit) -> _Submitted:
         return _Submitted(self._pool.call("schedd", "submit", dict(description.items())))

@@ -9,10 +9,12 @@ Set at submit (by the API or CLI):
   CloudOwner        string  the API user who created it
   CloudMAC          string  the guest NIC's MAC (52:54:00:xx:xx:xx, unique per instance)
   CloudUserData     string  user data, base64 (may be empty)
+  CloudReservation  string  the EC2 reservation (one RunInstances) it was launched in, if any
   CloudKeyName      string  the name of the API user's SSH key the instance was launched with
   CloudPublicKey    string  that key's public half (one authorized_keys line), for the guest
   CloudClientToken  string  names the create that made it (the client's client_token, else
-                            a new one): a create retried with that token finds this job
+                            a new one): a create retried with that token finds this job; for
+                            an EC2 launch, RunInstances' ClientToken, a dot and the index
   CloudAssignedAddress string  the IPv4 address (with prefix length) the cloud gave the
                             instance from CONDOR_CLOUD_ADDRESS_POOL; absent when the guest
                             takes its address by DHCP
@@ -52,6 +54,7 @@ OWNER = "CloudOwner"
 MAC = "CloudMAC"
 USER_DATA = "CloudUserData"
 KEY_NAME = "CloudKeyName"
+RESERVATION = "CloudReservation"
 CLIENT_TOKEN = "CloudClientToken"
 PUBLIC_KEY = "CloudPublicKey"
 ASSIGNED_ADDRESS = "CloudAssignedAddress"

@@ -13,7 +13,7 @@ _UNSAFE = ("\\", "\n", "\r", "\0")
 
 
 def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str = "",
-                    public_key: str = "") -> dict[str, str]:
+                    public_key: str = "", reservation: str = "") -> dict[str, str]:
     """What a user typed or chose, as submit commands (``My.Attr = "..."``) for the same submit
     transaction as the rest of the instance. The submit language expands macros in
     values, so every '$' is written as $(DOLLAR), and the result is checked by expanding
@@ -23,6 +23,8 @@ def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str 
     typed = {A.NAME: ("name", name), A.OWNER: ("owner", owner), A.USER_DATA: ("user_data", user_data)}
     if keyname:
         typed |= {A.KEY_NAME: ("keyname", keyname), A.PUBLIC_KEY: ("public_key", public_key)}
+    if reservation:
+        typed |= {A.RESERVATION: ("reservation", reservation)}
     commands = {}
     for attr, (what, value) in typed.items():
         if any(c in value for c in _UNSAFE):

@@ -1,6 +1,11 @@
 """make demo serves the API on this machine's loopback with the sample image listed."""
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from harness import REPO, Testbed
@@ -22,7 +27,8 @@ def test_make_demo_prints_the_url_and_credentials(demo):
 
 def test_demo_env_names_url_and_two_users(demo):
     assert set(demo[1]) == {"CONDOR_CLOUD_API_URL", "CONDOR_CLOUD_API_USER", "CONDOR_CLOUD_API_PASSWORD",
-                            "CONDOR_CLOUD_API_USER2", "CONDOR_CLOUD_API_PASSWORD2"}
+                            "CONDOR_CLOUD_API_USER2", "CONDOR_CLOUD_API_PASSWORD2", "AWS_ACCESS_KEY_ID",
+                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_EC2"}
     assert demo[1]["CONDOR_CLOUD_API_URL"] == "http://localhost:3002/api"
     assert demo[1]["CONDOR_CLOUD_API_USER2"] != demo[1]["CONDOR_CLOUD_API_USER"]
 
@@ -43,3 +49,12 @@ def test_the_api_answers_on_localhost_with_the_sample_images(testbed, demo):
     assert done.returncode == 0, done.stderr
     assert 'id="tiny.img"' in done.stdout
     assert 'id="debian-13.qcow2"' in done.stdout
+
+
+def test_the_aws_cli_talks_to_the_demo_cloud_with_demo_env_alone(testbed, demo, tmp_path):
+    aws = Path(sys.executable).with_name("aws")
+    ec2_env = [f"{k}={v}" for k, v in demo[1].items() if k.startswith("AWS_")]
+    done = testbed.host_network("env", "-i", f"HOME={tmp_path}", f"PATH={os.environ['PATH']}", *ec2_env,
+                                str(aws), "ec2", "describe-images", "--output", "json")
+    assert done.returncode == 0, done.stderr
+    assert {i["Name"] for i in json.loads(done.stdout)["Images"]} >= {"tiny.img", "debian-13.qcow2"}

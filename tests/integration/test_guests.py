@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud import Instances, guest_file, publish_image
+from cloud import Instances, guest_file, guest_ssh, publish_image
 from harness import Testbed, wait_for
 
 XML = {"Accept": "application/xml"}
@@ -245,9 +245,7 @@ def debian(api, key, testbed: Testbed):
     address = address_of(api, iid, 300)
 
     def ssh(command: str):
-        return testbed.run("client", "ssh", "-i", key_file, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                           f"debian@{address}", command, check=False)
+        return guest_ssh(testbed, key_file, address, command)
     # sshd answers before cloud-init has run the script: wait for the script's effect.
     ran = wait_for(lambda: (d := ssh("cat /var/tmp/condor-cloud-user-data")).returncode == 0 and d, 300,
                    "the user-data script's effect, seen over SSH")

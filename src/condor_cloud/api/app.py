@@ -41,6 +41,7 @@ from condor_cloud.api.links import Links
 from condor_cloud.api.middleware import ApiMiddleware, from_browser
 from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
 from condor_cloud.cloud import REALMS, Cloud, User, new_client_token, unconfirmed_create
+from condor_cloud.ec2.endpoint import Ec2Endpoint
 from condor_cloud.errors import (
     Busy,
     CloudError,
@@ -523,9 +524,12 @@ ROUTES = [
     route("/api/storage_volumes", VolumeList),
     route("/api/storage_volumes/{id}", VolumeShow),
     route("/api/nodes", NodeList),
+    # EC2's query API (boto3, the AWS CLI): its requests prove their sender with Signature Version 4.
+    route("/ec2", Ec2Endpoint),
+    route("/ec2/", Ec2Endpoint),
 ]
 # Routes a client may use before it has credentials (as in Deltacloud), and the login form.
-PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}", "/api/login", "/api/logout"}
+PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}", "/api/login", "/api/logout", "/ec2", "/ec2/"}
 
 
 # -- errors ------------------------------------------------------------------------------------

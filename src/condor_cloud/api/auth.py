@@ -5,7 +5,8 @@ slowed down.
 The credentials file has one user per line, ``NAME:PASSWORD``, then optional
 words: ``admin`` lets the user see and act on every user's instances. Lines
 starting with ``#`` are comments. Passwords may not contain blanks, so later
-words (such as EC2 access keys) can follow on the same line.
+words can follow on the same line: ``ec2=ACCESS_KEY_ID:SECRET`` is the user's
+EC2 access key (``condor-cloud ec2-key NAME`` makes or replaces it).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from condor_cloud.errors import CloudError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 FLAGS = {"admin"}
+ACCESS_KEY_WORD = re.compile(r"ec2=(AK[A-Z0-9]{14,30}):([A-Za-z0-9_/+=-]{16,128})")
 SESSION_COOKIE = "condor_cloud_session"
 SESSION_SECONDS = 12 * 3600
 KEY_BYTES = 32
@@ -105,6 +107,7 @@ class Throttle:
 class Account:
     password: str
     admin: bool
+    access_key: tuple[str, str] | None = None  # EC2 (id, secret)
 
 
 class Credentials:
@@ -139,15 +142,23 @@ class Credentials:
             if not sep or not password or not NAME.fullmatch(name):
                 raise CloudError(f"{where} line {number}: write NAME:PASSWORD [admin] (names are letters, "
                                  "digits and . _ @ -, passwords have no blanks)")
-            unknown = [w for w in words if w not in FLAGS]
+            keys = [(m[1], m[2]) for m in map(ACCESS_KEY_WORD.fullmatch, words) if m]
+            unknown = [w for w in words if w not in FLAGS and not ACCESS_KEY_WORD.fullmatch(w)]
             if unknown:
                 raise CloudError(f"{where} line {number}: unknown word {unknown[0]!r} after the password "
-                                 f"(known: {', '.join(sorted(FLAGS))}; passwords have no blanks)")
+                                 f"(known: {', '.join(sorted(FLAGS))}, ec2=ACCESS_KEY_ID:SECRET; "
+                                 "passwords have no blanks)")
             if name in accounts:
                 raise CloudError(f"{where} line {number}: {name} is named twice")
-            accounts[name] = Account(password, "admin" in words)
+            if len(keys) > 1:
+                raise CloudError(f"{where} line {number}: {name} has more than one ec2= access key")
+            accounts[name] = Account(password, "admin" in words, keys[0] if keys else None)
         if not accounts:
             raise CloudError(f"{where} names no user; add a NAME:PASSWORD line")
+        key_ids = [a.access_key[0] for a in accounts.values() if a.access_key]
+        if len(set(key_ids)) != len(key_ids):
+            raise CloudError(f"{where}: two users have the same EC2 access key id; "
+                             "give one of them a new key with condor-cloud ec2-key NAME")
         return cls(accounts, key)
 
     def user(self, name: str) -> User:
@@ -172,6 +183,13 @@ class Credentials:
         else:
             self.throttle.succeeded(name, address)
         return user
+
+    def access_key(self, key_id: str) -> tuple[User, str] | None:
+        """The user whose EC2 access key id is KEY_ID, and its secret (None for unknown ids)."""
+        for name, account in self._accounts.items():
+            if account.access_key and account.access_key[0] == key_id:
+                return self.user(name), account.access_key[1]
+        return None
 
     def check(self, header: str | None) -> User | None:
         """The user a Basic Authorization header proves, or None."""
@@ -222,6 +240,24 @@ def basic_pair(header: str | None) -> tuple[str, str] | None:
 
 def client_address(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "?"
+
+def with_new_access_key(text: str, name: str) -> tuple[str, str, str]:
+    """The credentials file TEXT with a new EC2 access key for user NAME (replacing the one
+    it had): (new text, access key id, secret). Other lines are kept as they are."""
+    key_id = "AKCC" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
+    secret = secrets.token_urlsafe(30)
+    lines, found = [], False
+    for line in text.splitlines():
+        first, *words = line.split() or [""]
+        if not line.lstrip().startswith("#") and first.partition(":")[0] == name and ":" in first:
+            line = " ".join([first, *(w for w in words if not w.startswith("ec2=")), f"ec2={key_id}:{secret}"])
+            found = True
+        lines.append(line)
+    if not found:
+        raise CloudError(f"the credentials name no user {name!r}; add a NAME:PASSWORD line for them first")
+    new = "\n".join(lines) + "\n"
+    Credentials.parse(new)  # never write a file the API would refuse
+    return new, key_id, secret
 
 
 class ApiUser(BaseUser):
