@@ -201,7 +201,10 @@ def stopped_by_request(instances: Instances, libvirt_conns):
     instances.request(cluster, "reboot")
     rebooted = wait_page(ad["CloudAddresses"], "boots 2", 90)
     instances.request(cluster, "stop")
-    held = instances.wait(cluster, lambda a: a["JobStatus"] == HELD, "the stop to hold the job", timeout=120)
+    # A stop ends the job once: held, not started again (HTCondor 25 restarted
+    # a job whose exit ran a JOB_EXIT hook beside its output transfer).
+    held = instances.wait(cluster, lambda a: a["JobStatus"] == HELD or a.get("JobRunCount", 0) > 1,
+                          "the stop to hold the job", timeout=120)
     node, files = instances.files(ad)
     disk_kept = files.disk.exists()
     domain_left = ad["CloudDomain"] in [d.name() for d in libvirt_conns[node].listAllDomains()]
@@ -213,6 +216,11 @@ def stopped_by_request(instances: Instances, libvirt_conns):
 
 def test_a_reboot_request_reboots_the_guest_with_its_disk(stopped_by_request):
     assert "boots 2" in stopped_by_request[1]
+
+
+def test_a_stopped_instance_ran_once_and_is_not_started_again(stopped_by_request):
+    held = stopped_by_request[2]
+    assert (held["JobStatus"], held["JobRunCount"]) == (HELD, 1)
 
 
 def test_a_stop_request_shuts_the_guest_down_and_holds_the_job(stopped_by_request):

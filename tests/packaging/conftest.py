@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,17 @@ PACKAGING = Path(__file__).resolve().parent
 # This machine's network namespace, kept at collection: the session joins the testbed
 # client's later, from where Debian's archive (for the build tools) is out of reach.
 OWN_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+
+@pytest.fixture(scope="session")
+def htcondor_range() -> tuple[str, str]:
+    """The HTCondor versions condor-cloud supports, from pyproject.toml (htcondor>=LOW,<HIGH):
+    the series the README's compatibility line says were tested."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    found = [re.fullmatch(r"htcondor>=([\d.]+),<([\d.]+)", d) for d in deps]
+    low_high = [m.groups() for m in found if m]
+    assert len(low_high) == 1, deps
+    return low_high[0]
 
 
 def package_name(path: Path) -> str:

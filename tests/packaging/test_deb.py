@@ -28,6 +28,13 @@ def test_the_master_package_depends_on_the_node_package_of_the_same_version(pack
     assert "condor-cloud-node (= 0.1.0-1)" in depends and "condor (>= 23.9)" in depends
 
 
+def test_both_packages_depend_on_the_htcondor_series_that_were_tested(packages, htcondor_range):
+    low, high = htcondor_range
+    for name in ["deb:condor-cloud", "deb:condor-cloud-node"]:
+        depends = fields(packages[name], "Depends")
+        assert f"condor (>= {low})" in depends and f"condor (<< {high})" in depends
+
+
 def test_the_node_package_depends_on_condor_libvirt_and_qemu(packages):
     depends = fields(packages["deb:condor-cloud-node"], "Depends")
     for name in ["condor (>= 23.9)", "libvirt-daemon-common", "python3-libvirt", "qemu-system-x86", "qemu-utils"]:

@@ -105,6 +105,13 @@ def test_the_master_package_requires_the_node_package_and_condor(packages):
     assert "condor-cloud-node = " in requires and "condor >= 23.9" in requires
 
 
+def test_both_packages_require_the_htcondor_series_that_were_tested(packages, htcondor_range):
+    low, high = htcondor_range
+    for name in ["rpm:condor-cloud", "rpm:condor-cloud-node"]:
+        requires = query(packages[name], "--requires")
+        assert f"condor >= {low}" in requires and f"condor < {high}" in requires
+
+
 def test_every_executable_the_config_names_is_installed(rpm_root):
     config = "\n".join(p.read_text() for p in (rpm_root / "etc/condor/config.d").glob("*.conf"))
     libexec = re.search(r"^CONDOR_CLOUD_LIBEXEC = (\S+)", config, re.M).group(1)
