@@ -5,6 +5,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -19,15 +20,81 @@ CACHE = "/var/lib/condor-cloud/local_cache"
 HELD, RUNNING, REMOVED = 5, 2, 3
 
 
+class InstanceHandle:
+    """One instance job, as a test sees it: its live ad, waiting for conditions, requests, its files
+    on the node (after ornithology's ClusterHandle)."""
+
+    def __init__(self, schedd, testbed: Testbed, cluster: int):
+        self.schedd, self.testbed, self.cluster = schedd, testbed, cluster
+
+    def __repr__(self) -> str:
+        return f"<instance {self.id}>"
+
+    @property
+    def id(self) -> str:
+        return f"{self.cluster}.0"
+
+    @property
+    def constraint(self) -> str:
+        return f"ClusterId == {self.cluster}"
+
+    @property
+    def ad(self) -> dict | None:
+        """The job ad in the schedd now; None once the job has left the queue."""
+        ads = self.schedd.query(self.constraint, [])
+        return dict(ads[0]) if ads else None
+
+    def wait(self, condition: Callable[[dict], object], what: str, timeout: float = 90) -> dict:
+        """The job ad, once CONDITION holds for it."""
+        def check():
+            ad = self.ad
+            return ad if ad is not None and condition(ad) else None
+        return wait_for(check, timeout, f"instance {self.id}: {what}")
+
+    def wait_gone(self, timeout: float = 60) -> None:
+        wait_for(lambda: self.ad is None, timeout, f"instance {self.id} to leave the queue")
+
+    def wait_running(self, what: str = "its domain to start", timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and ad.get("CloudVMState") == "RUNNING",
+                         what, timeout)
+
+    def wait_address(self, timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and ad.get("CloudAddresses"),
+                         "the guest's address", timeout)
+
+    def wait_held(self, what: str = "a hold", timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad["JobStatus"] == HELD, what, timeout)
+
+    def act(self, action: str, reason: str = "test") -> None:
+        """A condor action on the job: Remove, Hold, Release..."""
+        import htcondor2
+        self.schedd.act(getattr(htcondor2.JobAction, action), self.constraint, reason=(reason, 0))
+
+    def request(self, action: str) -> None:
+        """Ask the running instance for ACTION through its job ad, as the API does."""
+        import htcondor2
+        serial, _ = parse_request(self.ad.get("CloudRequest"))
+        # One edit; SetDirty: the schedd forwards it to the running job.
+        self.schedd.edit(self.constraint, "CloudRequest", f'"{serial + 1}:{action}"',
+                         flags=htcondor2.TransactionFlag.SetDirty)
+
+    def files(self, ad: dict | None = None) -> tuple[str, InstanceFiles]:
+        """The node holding the instance's disk (by AD, the live ad by default), and its files there."""
+        ad = ad or self.ad
+        node = ad["CloudDiskNode"].split(".")[0]
+        key = instance_key(ad["GlobalJobId"])
+        return node, InstanceFiles(self.testbed.path(node, f"{INSTANCES}/{key}"))
+
+
 class Instances:
     """Submits instance jobs as the API does; removes what is left at the end."""
 
     def __init__(self, testbed: Testbed, schedd):
         self.testbed, self.schedd = testbed, schedd
-        self.clusters: list[int] = []
+        self.launched: list[InstanceHandle] = []
 
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
-               lease: int = 1200) -> int:
+               lease: int = 1200) -> InstanceHandle:
         import htcondor2
         # logs: /tmp exists on this host (where submit checks it) and on the master.
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
@@ -36,52 +103,16 @@ class Instances:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
         self.schedd.reschedule()  # as the API does
-        self.clusters.append(cluster)
-        return cluster
-
-    def ad(self, cluster: int) -> dict | None:
-        ads = self.schedd.query(f"ClusterId == {cluster}", [])
-        return dict(ads[0]) if ads else None
-
-    def wait(self, cluster: int, condition, what: str, timeout: float = 90) -> dict:
-        def check():
-            ad = self.ad(cluster)
-            return ad if ad is not None and condition(ad) else None
-        return wait_for(check, timeout, f"job {cluster}: {what}")
-
-    def wait_gone(self, cluster: int, timeout: float = 60) -> None:
-        wait_for(lambda: self.ad(cluster) is None, timeout, f"job {cluster} to leave the queue")
-
-    def wait_running(self, cluster: int, what: str = "its domain to start", timeout: float = 90) -> dict:
-        return self.wait(cluster, lambda ad: ad.get("CloudVMState") == "RUNNING", what, timeout)
-
-    def wait_address(self, cluster: int, timeout: float = 90) -> dict:
-        return self.wait(cluster, lambda ad: ad.get("CloudAddresses"), "the guest's address", timeout)
-
-    def act(self, action: str, cluster: int, reason: str = "test") -> None:
-        import htcondor2
-        self.schedd.act(getattr(htcondor2.JobAction, action), f"ClusterId == {cluster}", reason=(reason, 0))
-
-    def request(self, cluster: int, action: str) -> None:
-        """Ask the running instance for ACTION through its job ad, as the API does."""
-        import htcondor2
-        serial, _ = parse_request(self.ad(cluster).get("CloudRequest"))
-        # One edit; SetDirty: the schedd forwards it to the running job.
-        self.schedd.edit(f"ClusterId == {cluster}", "CloudRequest", f'"{serial + 1}:{action}"',
-                         flags=htcondor2.TransactionFlag.SetDirty)
-
-    def files(self, ad: dict) -> tuple[str, InstanceFiles]:
-        """The node running (or last running) the job, and the instance's files there."""
-        node = ad["CloudDiskNode"].split(".")[0]
-        key = instance_key(ad["GlobalJobId"])
-        return node, InstanceFiles(self.testbed.path(node, f"{INSTANCES}/{key}"))
+        handle = InstanceHandle(self.schedd, self.testbed, cluster)
+        self.launched.append(handle)
+        return handle
 
     def remove_all(self) -> None:
         import htcondor2
-        if self.clusters:
-            self.schedd.act(htcondor2.JobAction.Remove, " || ".join(f"ClusterId == {c}" for c in self.clusters))
-            for c in self.clusters:
-                wait_for(lambda: self.ad(c) is None or self.ad(c)["JobStatus"] == REMOVED, 120, "removal")
+        if self.launched:
+            self.schedd.act(htcondor2.JobAction.Remove, " || ".join(i.constraint for i in self.launched))
+            for i in self.launched:
+                wait_for(lambda: (ad := i.ad) is None or ad["JobStatus"] == REMOVED, 120, "removal")
 
 
 def cloud_jobs(schedd) -> list[int]:

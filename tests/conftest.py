@@ -88,3 +88,12 @@ def api(testbed: Testbed):
     s.auth = (testbed.env["CONDOR_CLOUD_API_USER"], testbed.env["CONDOR_CLOUD_API_PASSWORD"])
     s.base = testbed.env["CONDOR_CLOUD_API_URL"]
     return s
+
+
+@pytest.fixture(scope="module")
+def instances(testbed: Testbed, schedd):
+    """Submits instance jobs as the API does (handles: tests/cloud.py); removes them after the module."""
+    from cloud import Instances
+    inst = Instances(testbed, schedd)
+    yield inst
+    inst.remove_all()

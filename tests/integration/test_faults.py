@@ -9,15 +9,8 @@ import time
 
 import pytest
 
-from cloud import CACHE, HELD, RUNNING, Instances, cache_copies, cloud_jobs, guest_page, publish_image, wait_page
+from cloud import CACHE, RUNNING, Instances, cache_copies, cloud_jobs, guest_page, publish_image, wait_page
 from harness import REPO, Testbed, wait_for
-
-
-@pytest.fixture(scope="module")
-def instances(testbed: Testbed, schedd):
-    inst = Instances(testbed, schedd)
-    yield inst
-    inst.remove_all()
 
 
 # -- the image cache -------------------------------------------------------------------
@@ -27,11 +20,10 @@ def withdrawn(testbed: Testbed, instances: Instances):
     """An image cached on node1, then removed from shared_images, then launched again."""
     name = publish_image(testbed, "withdrawn")
     first = instances.submit(name, on_host="node1")
-    instances.wait_running(first, "the first instance to run")
-    instances.act("Remove", first)
+    first.wait_running("the first instance to run")
+    first.act("Remove")
     (testbed.state / "shared_images" / name).unlink()
-    again = instances.submit(name, on_host="node1")
-    return name, instances.wait(again, lambda ad: ad["JobStatus"] == HELD, "a hold", timeout=60)
+    return name, instances.submit(name, on_host="node1").wait_held(timeout=60)
 
 
 def test_an_image_withdrawn_while_cached_holds_new_instances_with_a_reason(withdrawn):
@@ -44,9 +36,9 @@ def damaged_copy(request, testbed: Testbed, instances: Instances):
     """An image cached on node1 whose copy is then damaged, and launched again there."""
     name = publish_image(testbed, "damaged")
     first = instances.submit(name, on_host="node1")
-    instances.wait_running(first, "the first instance to run")
-    instances.act("Remove", first)
-    instances.wait_gone(first, 120)
+    first.wait_running("the first instance to run")
+    first.act("Remove")
+    first.wait_gone(120)
     copy = testbed.path("node1", f"{CACHE}/{name}")
     if request.param == "truncated":
         os.truncate(copy, copy.stat().st_size // 2)
@@ -54,9 +46,9 @@ def damaged_copy(request, testbed: Testbed, instances: Instances):
         with open(copy, "r+b") as f:
             f.write(b"\xff" * 4096)
     again = instances.submit(name, on_host="node1")
-    page = wait_page(instances.wait_address(again)["CloudAddresses"], "boots")
+    page = wait_page(again.wait_address()["CloudAddresses"], "boots")
     copies = cache_copies(testbed, "node1", name)
-    instances.act("Remove", again)
+    again.act("Remove")
     (testbed.state / "shared_images" / name).unlink()
     return page, copies
 
@@ -76,13 +68,12 @@ def full_cache(testbed: Testbed, instances: Instances):
     limit.write_text("CONDOR_CLOUD_CACHE_SIZE_LIMIT_MIB = 40\n")
     try:
         user = instances.submit("tiny.img", on_host="node1")
-        instances.wait_running(user, "tiny.img in use on node1")
+        user.wait_running("tiny.img in use on node1")
         name = publish_image(testbed, "nofit")
-        job = instances.submit(name, on_host="node1")
-        ad = instances.wait(job, lambda ad: ad["JobStatus"] == HELD, "a hold", timeout=60)
+        ad = instances.submit(name, on_host="node1").wait_held(timeout=60)
         cache = sorted(p.name for p in testbed.path("node1", CACHE).iterdir())
         (testbed.state / "shared_images" / name).unlink()
-        instances.act("Remove", user)
+        user.act("Remove")
         return name, ad, cache
     finally:
         limit.unlink()
@@ -105,12 +96,12 @@ def test_a_full_cache_keeps_no_half_written_entry(full_cache):
 def eight_at_once(testbed: Testbed, instances: Instances):
     """Eight instances of an uncached image submitted together to node1."""
     name = publish_image(testbed, "eight")
-    clusters = [instances.submit(name, on_host="node1") for _ in range(8)]
-    ads = [instances.wait_running(c, timeout=180) for c in clusters]
+    launched = [instances.submit(name, on_host="node1") for _ in range(8)]
+    ads = [i.wait_running(timeout=180) for i in launched]
     copies = cache_copies(testbed, "node1", name)
     cached = sorted(p.name for p in testbed.path("node1", CACHE).iterdir() if name in p.name)
-    for cluster in clusters:
-        instances.act("Remove", cluster)
+    for instance in launched:
+        instance.act("Remove")
     (testbed.state / "shared_images" / name).unlink()
     return name, ads, copies, cached
 
@@ -131,19 +122,19 @@ def test_they_make_one_cache_copy(eight_at_once):
 @pytest.fixture(scope="module")
 def survivor(instances: Instances):
     """A running instance on node1 whose guest has booted once."""
-    cluster = instances.submit(on_host="node1")
-    ad = instances.wait_address(cluster)
+    instance = instances.submit(on_host="node1")
+    ad = instance.wait_address()
     wait_page(ad["CloudAddresses"], "boots 1")
-    return cluster, ad
+    return instance, ad
 
 
 @pytest.fixture(scope="module")
-def libvirtd_restarted(testbed: Testbed, instances: Instances, survivor):
-    cluster, ad = survivor
+def libvirtd_restarted(testbed: Testbed, survivor):
+    instance, ad = survivor
     testbed.run("node1", "sh", "-c", "kill $(cat /run/libvirtd.pid); while kill -0 $(cat /run/libvirtd.pid) "
                 "2>/dev/null; do sleep 0.2; done; libvirtd -d --pid-file=/run/libvirtd.pid")
     page = wait_page(ad["CloudAddresses"], "boots 1")
-    instances.request(cluster, "reboot")
+    instance.request("reboot")
     rebooted = wait_page(ad["CloudAddresses"], "boots 2", 90)
     return page, rebooted
 
@@ -193,9 +184,9 @@ def test_no_job_is_created_twice_when_the_api_is_killed(api_killed):
 
 
 def test_the_restarted_api_lists_the_running_instances(api_killed):
-    _, _, listed, (cluster, _) = api_killed
+    _, _, listed, (instance, _) = api_killed
     assert listed.status_code == 200
-    assert f"{cluster}.0" in [i["id"] for i in listed.json()["instances"]]
+    assert instance.id in [i["id"] for i in listed.json()["instances"]]
 
 
 
@@ -206,8 +197,8 @@ def boots(page: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def schedd_restarted(testbed: Testbed, api, instances: Instances, libvirt_conns, survivor):
-    cluster, ad = survivor
+def schedd_restarted(testbed: Testbed, api, libvirt_conns, survivor):
+    instance, ad = survivor
     address = ad["CloudAddresses"]
     domain_id = libvirt_conns["node1"].lookupByName(ad["CloudDomain"]).ID()
     booted = boots(wait_page(address, "boots"))
@@ -217,13 +208,13 @@ def schedd_restarted(testbed: Testbed, api, instances: Instances, libvirt_conns,
     wait_for(lambda: testbed.pids("master", "condor_schedd") not in ([], [old]), 60, "a new schedd")
 
     def listed():
-        r = api.get(f"{api.base}/instances/{cluster}.0", headers={"Accept": "application/json"}, timeout=30)
+        r = api.get(f"{api.base}/instances/{instance.id}", headers={"Accept": "application/json"}, timeout=30)
         return r.status_code == 200 and r.json()["instance"]
     shown = wait_for(listed, 120, "the API to show the instance again")
     page = guest_page(address)
     same_domain = libvirt_conns["node1"].lookupByID(domain_id).name() == ad["CloudDomain"]
     # The job's new shadow has reconnected when a request reaches the wrapper.
-    instances.request(cluster, "reboot")
+    instance.request("reboot")
     rebooted = wait_page(address, f"boots {booted + 1}", 120)
     return shown, page, same_domain, rebooted
 
@@ -251,8 +242,8 @@ def startd_killed(testbed: Testbed, instances: Instances, libvirt_conns):
     nothing of the old claim."""
     import libvirt
     conn = libvirt_conns["master"]
-    cluster = instances.submit(on_host="master", lease=60)
-    ad = instances.wait_address(cluster)
+    instance = instances.submit(on_host="master", lease=60)
+    ad = instance.wait_address()
     domain_id = conn.lookupByName(ad["CloudDomain"]).ID()
     [startd] = testbed.pids("master", "condor_startd")
     os.kill(startd, signal.SIGKILL)
@@ -266,8 +257,8 @@ def startd_killed(testbed: Testbed, instances: Instances, libvirt_conns):
     wait_for(lambda: not domain_running(lambda: conn.lookupByID(domain_id)), 120,
              "the instance's domain to be destroyed")
     destroyed_after = time.monotonic() - killed
-    again = instances.wait(cluster, lambda ad: ad.get("JobCurrentStartDate", 0) > killed_at,
-                           "the instance to start again", timeout=300)
+    again = instance.wait(lambda ad: ad.get("JobCurrentStartDate", 0) > killed_at,
+                          "the instance to start again", timeout=300)
     new_domain = wait_for(lambda: domain_running(lambda: conn.lookupByName(ad["CloudDomain"])), 60,
                           "its domain to run again")
     return destroyed_after, again, new_domain, wait_page(ad["CloudAddresses"], "boots")

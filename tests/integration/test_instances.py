@@ -8,17 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud import (CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image,
-                   wait_page, written_by)
+from cloud import CACHE, INSTANCES, Instances, cache_copies, holders_of, publish_image, wait_page, written_by
 from condor_cloud.node.instance import instance_key
 from harness import Testbed, wait_for
-
-
-@pytest.fixture(scope="module")
-def instances(testbed: Testbed, schedd):
-    inst = Instances(testbed, schedd)
-    yield inst
-    inst.remove_all()
 
 
 # -- a running instance ------------------------------------------------------
@@ -26,10 +18,10 @@ def instances(testbed: Testbed, schedd):
 @pytest.fixture(scope="module")
 def running(instances: Instances):
     """An instance of the test guest, up to the point its address is in the job ad."""
-    cluster = instances.submit()
-    ad = instances.wait_address(cluster)
+    instance = instances.submit()
+    ad = instance.wait_address()
     seen = time.time()
-    return cluster, ad, seen
+    return instance, ad, seen
 
 
 def test_the_guest_address_reaches_the_job_ad_soon_after_boot(running):
@@ -46,16 +38,16 @@ def test_the_guest_answers_http_at_the_reported_address(running):
     wait_page(running[1]["CloudAddresses"], "condor-cloud test guest")
 
 
-def test_the_job_ad_names_node_domain_and_state(instances: Instances, running):
-    ad = instances.ad(running[0])
+def test_the_job_ad_names_node_domain_and_state(running):
+    ad = running[0].ad
     assert ad["CloudVMState"] == "RUNNING"
     assert ad["CloudDiskNode"] == ad["RemoteHost"].split("@")[1]
     assert ad["CloudDomain"] == "condor-cloud-" + instance_key(ad["GlobalJobId"])
 
 
-def test_the_domain_is_on_the_bridge_with_the_instance_mac(instances, running, libvirt_conns):
-    ad = instances.ad(running[0])
-    node, files = instances.files(ad)
+def test_the_domain_is_on_the_bridge_with_the_instance_mac(running, libvirt_conns):
+    ad = running[0].ad
+    node, files = running[0].files(ad)
     dom = ET.fromstring(libvirt_conns[node].lookupByName(ad["CloudDomain"]).XMLDesc())
     nic = dom.find("devices/interface")
     assert nic.find("source").get("bridge") == "br0"
@@ -63,15 +55,15 @@ def test_the_domain_is_on_the_bridge_with_the_instance_mac(instances, running, l
     assert dom.find("devices/disk/source").get("file") == f"{INSTANCES}/{files.dir.name}/disk.qcow2"
 
 
-def test_the_instance_disk_is_an_overlay_readable_by_its_owner_only(instances, running):
-    node, files = instances.files(instances.ad(running[0]))
+def test_the_instance_disk_is_an_overlay_readable_by_its_owner_only(running):
+    node, files = running[0].files()
     assert files.disk.stat().st_mode & 0o777 == 0o600
     assert files.image_id() == "tiny.img"
 
 
 def test_the_guest_console_is_logged_where_condor_tail_reads_it(testbed, running):
     def console():
-        done = testbed.run("client", "condor_tail", "-maxbytes", "65536", f"{running[0]}.0", check=False)
+        done = testbed.run("client", "condor_tail", "-maxbytes", "65536", running[0].id, check=False)
         return "condor-cloud guest: address" in done.stdout and done.stdout
     wait_for(console, 30, "the guest's console log through condor_tail")
 
@@ -79,11 +71,11 @@ def test_the_guest_console_is_logged_where_condor_tail_reads_it(testbed, running
 # -- removal -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def removed(instances: Instances, running, libvirt_conns):
-    cluster, ad, _ = running
-    node, files = instances.files(instances.ad(cluster))
-    instances.act("Remove", cluster)
-    instances.wait_gone(cluster)
+def removed(running, libvirt_conns):
+    instance, ad, _ = running
+    node, files = instance.files()
+    instance.act("Remove")
+    instance.wait_gone()
     return node, files, ad
 
 
@@ -110,9 +102,9 @@ def fresh_image(testbed: Testbed) -> str:
 def two_at_once(instances: Instances, fresh_image: str):
     """Two instances of an uncached image started together on node1."""
     since = time.time() - 1  # file times have a coarser clock than time()
-    clusters = [instances.submit(fresh_image, on_host="node1") for _ in range(2)]
-    ads = [instances.wait_address(c) for c in clusters]
-    return clusters, ads, since
+    launched = [instances.submit(fresh_image, on_host="node1") for _ in range(2)]
+    ads = [i.wait_address() for i in launched]
+    return launched, ads, since
 
 
 def test_two_jobs_of_an_uncached_image_make_one_cache_copy(testbed, two_at_once, fresh_image):
@@ -125,7 +117,7 @@ def test_both_guests_boot_from_that_one_copy(testbed, two_at_once):
 
 
 def test_the_hooks_and_wrapper_run_as_the_job_user(testbed, two_at_once, fresh_image):
-    clusters, ads, since = two_at_once
+    _, ads, since = two_at_once
     assert f"{CACHE}/{fresh_image}" in written_by(testbed, "node1", "condor-cloud", since)
     for ad in ads:
         assert f"{INSTANCES}/{instance_key(ad['GlobalJobId'])}/disk.qcow2" in written_by(
@@ -140,7 +132,8 @@ def test_the_job_user_writes_only_in_the_cache_its_instance_dir_and_its_scratch_
     assert [p for p in written if not any(p == d or p.startswith(d + "/") for d in allowed)] == []
 
 
-def test_a_job_goes_to_the_node_that_caches_its_image(instances, testbed, two_at_once, fresh_image, collector):
+def test_a_job_goes_to_the_node_that_caches_its_image(instances: Instances, testbed, two_at_once, fresh_image,
+                                                      collector):
     import htcondor2
 
     def advertised():
@@ -148,42 +141,39 @@ def test_a_job_goes_to_the_node_that_caches_its_image(instances, testbed, two_at
                               ["CloudCachedImages"])
         return any(fresh_image in (ad.get("CloudCachedImages") or []) for ad in ads)
     wait_for(advertised, 60, "node1 to advertise the cached image")
-    for cluster in two_at_once[0]:
-        instances.act("Remove", cluster)
-    for cluster in two_at_once[0]:
-        instances.wait_gone(cluster)
+    for instance in two_at_once[0]:
+        instance.act("Remove")
+    for instance in two_at_once[0]:
+        instance.wait_gone()
 
     def node1_idle():  # rank picks among free nodes: let node1's cores come back first
         ads = collector.query(htcondor2.AdType.Startd, f'Machine == "{testbed.fqdn("node1")}" && '
                               "PartitionableSlot =?= true", ["Cpus", "TotalSlotCpus"])
         return ads and ads[0]["Cpus"] == ads[0]["TotalSlotCpus"]
     wait_for(node1_idle, 60, "node1's cores to be free")
-    cluster = instances.submit(fresh_image)
-    ad = instances.wait(cluster, lambda ad: ad.get("RemoteHost"), "a node", timeout=60)
+    ad = instances.submit(fresh_image).wait(lambda ad: ad.get("RemoteHost"), "a node", timeout=60)
     assert ad["RemoteHost"].endswith("@" + testbed.fqdn("node1"))
 
 
 # -- faults and lifecycle ----------------------------------------------------------------
 
 def test_a_missing_image_holds_the_job_with_a_reason(instances: Instances):
-    cluster = instances.submit("no-such-image.img")
-    ad = instances.wait(cluster, lambda ad: ad["JobStatus"] == HELD, "hold", timeout=60)
+    ad = instances.submit("no-such-image.img").wait_held(timeout=60)
     assert "no-such-image.img" in ad["HoldReason"] and "shared_images" in ad["HoldReason"]
 
 
 @pytest.mark.parametrize("image", ["../../../etc/passwd", "/etc/passwd", "staging/tiny.img", ".hidden.img"])
 def test_a_job_ad_naming_a_file_outside_the_images_is_held_before_anything_is_read(instances, image):
     """The hook refuses it even when the job did not come through the API."""
-    cluster = instances.submit(image)
-    ad = instances.wait(cluster, lambda ad: ad["JobStatus"] == HELD, "hold", timeout=60)
+    ad = instances.submit(image).wait_held(timeout=60)
     assert "image id" in ad["HoldReason"]
     assert ad.get("CloudDiskNode") is None
 
 
 def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvirt_conns):
-    cluster = instances.submit(on_host="node1")
-    ad = instances.wait_address(cluster)
-    node, files = instances.files(ad)
+    instance = instances.submit(on_host="node1")
+    ad = instance.wait_address()
+    node, files = instance.files(ad)
     lock = f"{INSTANCES}/{files.dir.name}/wrapper.lock"
     wrappers = holders_of(lock)
     assert len(wrappers) == 1
@@ -196,19 +186,18 @@ def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvir
 @pytest.fixture(scope="module")
 def stopped_by_request(instances: Instances, libvirt_conns):
     """An instance rebooted, then stopped, through requests in its job ad; then released."""
-    cluster = instances.submit(on_host="node1")
-    ad = instances.wait_address(cluster)
+    instance = instances.submit(on_host="node1")
+    ad = instance.wait_address()
     wait_page(ad["CloudAddresses"], "boots 1")
-    instances.request(cluster, "reboot")
+    instance.request("reboot")
     rebooted = wait_page(ad["CloudAddresses"], "boots 2", 90)
-    instances.request(cluster, "stop")
-    held = instances.wait(cluster, lambda a: a["JobStatus"] == HELD, "the stop to hold the job", timeout=120)
-    node, files = instances.files(ad)
+    instance.request("stop")
+    held = instance.wait_held("the stop to hold the job", timeout=120)
+    node, files = instance.files(ad)
     disk_kept = files.disk.exists()
     domain_left = ad["CloudDomain"] in [d.name() for d in libvirt_conns[node].listAllDomains()]
-    instances.act("Release", cluster)
-    again = instances.wait(cluster, lambda a: a["JobStatus"] == 2 and a.get("CloudVMState") == "RUNNING",
-                           "running again", timeout=120)
+    instance.act("Release")
+    again = instance.wait_running("running again", timeout=120)
     return ad, rebooted, held, disk_kept, domain_left, again
 
 
