@@ -22,6 +22,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from cloud import guest_page  # noqa: E402
 from condor_cloud.node.addresses import lease_file  # noqa: E402
+from condor_cloud.node.cache import ImageCache  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
 from harness import Testbed  # noqa: E402
@@ -179,8 +180,10 @@ def burst(tb: Testbed, api: requests.Session, count: int = 10) -> dict[str, floa
 def floor(tb: Testbed) -> float:
     """virsh create of an overlay of the same image on the same node, to the guest answering."""
     import libvirt
+    cache = "/var/lib/condor-cloud/local_cache"
+    newest = ImageCache(tb.path("node1", cache), 0).entries("tiny.img")[-1].name  # the launches' copy
     tb.run("node1", "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-           "/var/lib/condor-cloud/local_cache/tiny.img", "/tmp/bench-floor.qcow2")
+           f"{cache}/{newest}", "/tmp/bench-floor.qcow2")
     mac = new_mac()
     dom = instance_domain(name="bench-floor", domain_type="qemu", memory_mib=512, vcpus=1,
                           disk="/tmp/bench-floor.qcow2", bridge="br0", mac=mac, console_log="/tmp/bench-floor.log")
