@@ -37,6 +37,7 @@ class SerialLog(XMLModel):
     TAG = "serial"
     type: str | None = xml("@type")
     path: str | None = xml("source/@path")
+    append: str | None = xml("source/@append")
 
 
 @dataclass
@@ -61,8 +62,9 @@ class Domain(XMLModel):
 def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
                     disk: str, bridge: str, mac: str, console_log: str) -> Domain:
     """The domain of one instance: its qcow2 overlay on virtio, a virtio NIC on the bridge,
-    the first serial port appended to a log file, ACPI so it can be shut down cleanly.
-    A crashed guest is gone (its job sees the guest off), as is one that powers off."""
+    the first serial port appended to a log file (O_APPEND, so the wrapper may truncate it
+    under QEMU), ACPI so it can be shut down cleanly. A crashed guest is gone (its job sees
+    the guest off), as is one that powers off."""
     return Domain(
         type=domain_type, name=name, memory_mib=memory_mib, memory_unit="MiB", vcpus=vcpus,
         os_type="hvm", arch="x86_64", boot_dev="hd", acpi=True,
@@ -71,5 +73,5 @@ def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
             Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2", source_file=disk,
                  target_dev="vda", target_bus="virtio"),
             BridgeInterface(type="bridge", mac=mac, bridge=bridge, model="virtio"),
-            SerialLog(type="file", path=console_log),
+            SerialLog(type="file", path=console_log, append="on"),
         ])
