@@ -32,6 +32,10 @@ class Settings:
     # (libvirt's interface addresses, including the guest agent).
     address_sources: tuple[str, ...] = ("leases", "neighbours", "libvirt")
     dhcp_leases: Path = Path("/var/lib/misc/dnsmasq.leases")
+    # The node's reconciler reads the schedd's queue with the token in this
+    # directory (owned by condor, mode 0700): one made with
+    # condor_token_create -authz READ, so it can read and nothing else.
+    reconciler_tokens: Path = Path("/etc/condor/condor-cloud-tokens.d")
 
     # -- the master: the API -------------------------------------------------
     # The VM wrapper's path on the nodes.

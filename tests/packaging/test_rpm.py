@@ -55,6 +55,16 @@ def test_the_node_package_holds_hooks_wrapper_library_and_config(rpms):
     assert any(p.endswith("/condor_cloud/node/wrapper.py") for p in f)
 
 
+def test_the_node_package_lets_the_reconciler_delete_instances_and_read_its_token_alone(rpms):
+    listing = subprocess.run(["rpm", "-qlvp", rpms["condor-cloud-node"]], check=True, capture_output=True,
+                             text=True).stdout.splitlines()
+    modes = {line.split()[-1]: line.split()[:4] for line in listing}
+    assert modes["/var/lib/condor-cloud/instances"][0] == "drwxrwsr-x"
+    assert modes["/var/lib/condor-cloud/instances"][3] == "condor"
+    assert modes["/etc/condor/condor-cloud-tokens.d"][0] == "drwx------"
+    assert modes["/etc/condor/condor-cloud-tokens.d"][2] == "condor"
+
+
 def test_the_master_package_holds_the_api_service_and_image_directories(rpms):
     f = files(rpms["condor-cloud"])
     for path in ["/usr/libexec/condor-cloud/condor-cloud-api", "/usr/bin/condor-cloud", "/usr/lib/systemd/system/condor-cloud-api.service",

@@ -1,9 +1,10 @@
-"""The starter's job hooks: PREPARE_JOB readies an instance's disk, JOB_EXIT cleans up.
+"""The starter's job hooks: PREPARE_JOB readies an instance's disk, JOB_EXIT destroys a leftover guest.
 
 Both run as the job's user in the job's scratch directory with the job ad on
 stdin; what they print on stderr ends up in the node's StarterLog. The
-wrapper cleans up after itself too; JOB_EXIT is the safety net for a wrapper
-that was killed.
+wrapper destroys its guest itself; JOB_EXIT is the safety net for a wrapper
+that was killed. Neither deletes a disk (node/reconcile.py does, once the
+schedd says the job is gone): JOB_EXIT cannot tell condor_rm from condor_hold.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import sys
 import classad2
 
 from condor_cloud.errors import CloudError
-from condor_cloud.node.instance import InstanceFiles, InstanceSpec, instance_key
-from condor_cloud.node.prepare import cleanup, prepare
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, instance_key, this_node
+from condor_cloud.node.prepare import destroy_leftover, prepare
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud")
@@ -30,8 +31,9 @@ def prepare_job_main() -> int:
     try:
         ad = classad2.parseOne(sys.stdin.read())
         spec, settings = InstanceSpec.from_ad(ad), Settings.from_condor()
-        with InstanceFiles.of(settings.instances, spec.key).locked():
-            prepare(spec, settings)
+        files = InstanceFiles.of(settings.instances, spec.key)
+        with files.locked():
+            prepare(spec, files, settings, this_node())
     except (CloudError, ValueError, OSError) as e:
         message = f"condor-cloud could not prepare the instance: {e}"
         log.error("%s", message)
@@ -48,7 +50,7 @@ def job_exit_main() -> int:
         ad = classad2.parseOne(sys.stdin.read())
         key = instance_key(str(ad.get("GlobalJobId", "")))
         log.info("instance %s: job %s", key, how)
-        cleanup(key, Settings.from_condor())
+        destroy_leftover(key, Settings.from_condor())
     except (CloudError, ValueError, OSError) as e:
         log.error("cleanup failed: %s", e)
         return 1
