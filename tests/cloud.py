@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import uuid
 from pathlib import Path
 from typing import Callable
 
+import classad2
 import requests
 
-from condor_cloud.node.instance import InstanceFiles, instance_key
+from condor_cloud.cloud import Cloud
 from condor_cloud.jobattrs import parse_request
+from condor_cloud.node.instance import InstanceFiles, instance_key
+from condor_cloud.settings import Settings
 from condor_cloud.submit import instance_description, new_mac
 from harness import Testbed, wait_for
 
@@ -24,8 +28,9 @@ class InstanceHandle:
     """One instance job, as a test sees it: its live ad, waiting for conditions, requests, its files
     on the node (after ornithology's ClusterHandle)."""
 
-    def __init__(self, schedd, testbed: Testbed, cluster: int):
+    def __init__(self, schedd, testbed: Testbed, cluster: int, requirements: str = ""):
         self.schedd, self.testbed, self.cluster = schedd, testbed, cluster
+        self.requirements = requirements  # as submitted, before any on_host clause
 
     def __repr__(self) -> str:
         return f"<instance {self.id}>"
@@ -59,7 +64,7 @@ class InstanceHandle:
                          what, timeout)
 
     def wait_address(self, timeout: float = 90) -> dict:
-        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and ad.get("CloudAddresses"),
+        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and not undefined(ad.get("CloudAddresses")),
                          "the guest's address", timeout)
 
     def wait_held(self, what: str = "a hold", timeout: float = 90) -> dict:
@@ -69,6 +74,14 @@ class InstanceHandle:
         """A condor action on the job: Remove, Hold, Release..."""
         import htcondor2
         self.schedd.act(getattr(htcondor2.JobAction, action), self.constraint, reason=(reason, 0))
+
+    def start(self) -> None:
+        """Start the stopped instance, as the API does (the cloud core's start)."""
+        cloud(self.schedd).act(self.id, "start")
+
+    def free_to_move(self) -> None:
+        """Drop the on_host clause it was submitted with: any node may run it now."""
+        self.schedd.edit(self.constraint, "Requirements", self.requirements)
 
     def request(self, action: str) -> None:
         """Ask the running instance for ACTION through its job ad, as the API does."""
@@ -99,11 +112,12 @@ class Instances:
         # logs: /tmp exists on this host (where submit checks it) and on the master.
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
                                     logs="/tmp", lease=lease)
+        requirements = desc["requirements"]
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
         self.schedd.reschedule()  # as the API does
-        handle = InstanceHandle(self.schedd, self.testbed, cluster)
+        handle = InstanceHandle(self.schedd, self.testbed, cluster, requirements)
         self.launched.append(handle)
         return handle
 
@@ -113,6 +127,29 @@ class Instances:
             self.schedd.act(htcondor2.JobAction.Remove, " || ".join(i.constraint for i in self.launched))
             for i in self.launched:
                 wait_for(lambda: (ad := i.ad) is None or ad["JobStatus"] == REMOVED, 120, "removal")
+
+
+def cloud(schedd) -> Cloud:
+    """The cloud core (what the API and CLI use) on the testbed's schedd."""
+    return Cloud(Settings(), {}, schedd_factory=lambda: schedd)
+
+
+def undefined(value: object) -> bool:
+    """Is a job attribute's value (from a query) unset: missing, undefined or empty?"""
+    return value is None or value == "" or isinstance(value, classad2.Value)
+
+
+def domain_names(conn) -> list[str]:
+    return [d.name() for d in conn.listAllDomains()]
+
+
+def backing_file(disk: Path) -> str:
+    """The backing file a qcow2 overlay names (from its header)."""
+    with open(disk, "rb") as f:
+        header = f.read(20)
+        offset, size = struct.unpack(">QI", header[8:20])
+        f.seek(offset)
+        return f.read(size).decode()
 
 
 def cloud_jobs(schedd) -> list[int]:
@@ -132,12 +169,18 @@ def wait_page(address: str, contains: str, timeout: float = 60) -> str:
                     f"the guest at {address} to serve {contains!r}")
 
 
-def publish_image(testbed: Testbed, prefix: str) -> str:
-    """Publish a copy of the test guest under a new name starting with PREFIX, the way admins
-    do; the image id."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}.img"
+def publish_image(testbed: Testbed, prefix: str, files: dict[str, str] | None = None,
+                  name: str | None = None) -> str:
+    """Publish a copy of the test guest under a new name starting with PREFIX (or as NAME,
+    replacing what was published under it) the way admins do, with FILES added to its disk
+    (BOOTS: the boot counter to start from; FLOOD: bytes to write to the console); the image id."""
+    name = name or f"{prefix}-{uuid.uuid4().hex[:8]}.img"
     shared = testbed.state / "shared_images"
     shutil.copyfile(testbed.guest_image, shared / "staging" / name)
+    for file, text in (files or {}).items():
+        (testbed.path("master", "/tmp") / file).write_text(text)
+        testbed.run("master", "mcopy", "-o", "-i", f"/var/lib/condor-cloud/shared_images/staging/{name}",
+                    f"/tmp/{file}", f"::/{file}")
     os.rename(shared / "staging" / name, shared / name)
     return name
 
