@@ -9,10 +9,12 @@ import concurrent.futures
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import requests
@@ -22,8 +24,9 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from cloud import guest_page  # noqa: E402
 from condor_cloud.node.addresses import lease_file  # noqa: E402
-from condor_cloud.node.cache import ImageCache  # noqa: E402
+from condor_cloud.network import StaticAddress  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
+from condor_cloud.node.seed import GuestData, write_seed  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
 from harness import Testbed  # noqa: E402
 
@@ -49,9 +52,9 @@ def master_schedd(tb: Testbed):
     return htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, tb.master_fqdn))
 
 
-def launch(api: requests.Session, image: str = "tiny.img") -> str:
+def launch(api: requests.Session, image: str = "tiny.img", **params: str) -> str:
     """Launch an instance of IMAGE through the API; its id."""
-    r = api.post(api.base + "/instances", data={"image_id": image}, headers=JSON, timeout=60)
+    r = api.post(api.base + "/instances", data={"image_id": image, **params}, headers=JSON, timeout=60)
     r.raise_for_status()
     return r.json()["instance"]["id"]
 
@@ -177,26 +180,113 @@ def burst(tb: Testbed, api: requests.Session, count: int = 10) -> dict[str, floa
             f"burst of {count}: instance slots of that node": slots[worst]}
 
 
-def floor(tb: Testbed) -> float:
-    """virsh create of an overlay of the same image on the same node, to the guest answering."""
+def boot_alone(tb: Testbed, image: str, fmt: str, memory_mib: int, vcpus: int, seed: GuestData, answered,
+               timeout: float = 180) -> float:
+    """virsh create of an overlay of IMAGE (as published) on node1, with SEED: seconds until
+    ANSWERED(mac) holds."""
     import libvirt
-    cache = "/var/lib/condor-cloud/local_cache"
-    newest = ImageCache(tb.path("node1", cache), 0).entries("tiny.img")[-1].name  # the launches' copy
-    tb.run("node1", "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-           f"{cache}/{newest}", "/tmp/bench-floor.qcow2")
-    mac = new_mac()
-    dom = instance_domain(name="bench-floor", domain_type="qemu", memory_mib=512, vcpus=1,
-                          disk="/tmp/bench-floor.qcow2", bridge="br0", mac=mac, console_log="/tmp/bench-floor.log")
+    name = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    disk, seed_file = f"/tmp/{name}.qcow2", f"/tmp/{name}-seed.iso"
+    tb.run("node1", "qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
+           f"/var/lib/condor-cloud/shared_images/{image}", disk)
+    write_seed(tb.path("node1", seed_file), seed)
+    dom = instance_domain(name=name, domain_type="qemu", memory_mib=memory_mib, vcpus=vcpus, disk=disk,
+                          seed=seed_file, bridge="br0", mac=seed.mac, console_log=f"/tmp/{name}.log")
     conn = libvirt.open(tb.libvirt_uri("node1"))
     t0 = time.time()
     d = conn.createXML(dom.to_xml(), 0)
     try:
-        addresses, _ = until(lambda: lease_file(tb.state / "dhcp" / "dnsmasq.leases")(mac))
-        _, answered = until(lambda: guest_page(addresses[0]))
-        return answered - t0
+        _, done = until(lambda: answered(seed.mac), timeout)
+        return done - t0
     finally:
         d.destroy()
         conn.close()
+        tb.run("node1", "rm", "-f", disk, seed_file)
+
+
+def floor(tb: Testbed) -> float:
+    """virsh create of the test guest on node1, to the guest answering HTTP at its DHCP address."""
+    leases = lease_file(tb.state / "dhcp" / "dnsmasq.leases")
+    return boot_alone(tb, "tiny.img", "raw", 512, 1, GuestData(instance_id="floor", hostname="floor", mac=new_mac()),
+                      lambda mac: (a := leases(mac)) and guest_page(a[0]))
+
+
+def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
+    """How long after the guest has its address the job ad has it: a pool address (from the guest
+    answering HTTP at it) and a DHCP one (from the DHCP server's lease; nodes cannot read it)."""
+    import htcondor2
+    from condor_cloud.submit import instance_description
+    schedd = master_schedd(tb)
+
+    def ad(cluster: int) -> dict:
+        return dict(schedd.query(f"ClusterId == {cluster}", ["CloudAddresses", "CloudAssignedAddress"])[0])
+    iid = launch(api)
+    cluster = int(iid.split(".")[0])
+    address = ad(cluster)["CloudAssignedAddress"].split("/")[0]
+    up = seen = None
+    deadline = time.monotonic() + 180
+    while (up is None or seen is None) and time.monotonic() < deadline:
+        if up is None and guest_page(address, timeout=0.3):
+            up = time.time()
+        if seen is None and ad(cluster).get("CloudAddresses"):
+            seen = time.time()
+        time.sleep(POLL)
+    destroy(api, [iid])
+    mac = new_mac()
+    desc = instance_description(image_id="tiny.img", memory_mib=256, cpus=1, mac=mac, logs="/tmp", lease=1200,
+                                wrapper="/usr/libexec/condor-cloud/vm-wrapper")
+    cluster = schedd.submit(htcondor2.Submit(desc)).cluster()
+    schedd.reschedule()
+    try:
+        _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())
+        _, dhcp_seen = until(lambda: ad(cluster).get("CloudAddresses"))
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+    return {"pool address: in the job ad after the guest answers at it": seen - up,
+            "DHCP address: in the job ad after the lease": dhcp_seen - leased}
+
+
+def ssh_answers(address: str) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=1) as s:
+            s.settimeout(2)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+DEBIAN = "debian-13.qcow2"
+FLOOR_ADDRESS = "198.18.0.15/24"  # outside the testbed's pool and DHCP range
+
+
+def debian_launch(tb: Testbed, api: requests.Session) -> dict[str, float]:
+    """The Debian cloud image with a key, through the API (POST to SSH answering), next to a
+    virsh create of the same image with the same kind of seed on node1."""
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    r = api.post(api.base + "/keys", data={"name": name}, headers=JSON, timeout=30)
+    r.raise_for_status()
+    public_key = r.json()["key"]["public_key"]
+    try:
+        t0 = time.time()
+        iid = launch(api, DEBIAN, hwp_id="medium", keyname=name)
+
+        def address():
+            found = api.get(f"{api.base}/instances/{iid}", headers=JSON, timeout=30).json()["instance"]
+            return found["public_addresses"] and found["public_addresses"][0]["address"]
+        try:
+            found, _ = until(address, 300)
+            _, answered = until(lambda: ssh_answers(found), 300)
+        finally:
+            destroy(api, [iid])
+        seed = GuestData(instance_id="floor", hostname="floor", mac=new_mac(), public_keys=(public_key,),
+                         network=StaticAddress(FLOOR_ADDRESS))
+        alone = boot_alone(tb, DEBIAN, "qcow2", 1024, 2, seed,
+                           lambda mac: ssh_answers(FLOOR_ADDRESS.split("/")[0]), 300)
+    finally:
+        api.delete(f"{api.base}/keys/{name}", timeout=30)
+    return {"Debian 13 with a key: API POST to SSH answering": answered - t0,
+            "Debian 13 floor: virsh create to SSH answering (node1)": alone,
+            "Debian 13: condor-cloud over the floor": answered - t0 - alone}
 
 
 def api_scale(tb: Testbed, api: requests.Session, count: int = 1000, samples: int = 20) -> dict[str, float]:
@@ -265,6 +355,8 @@ def main() -> int:
             if image != "tiny.img":
                 (tb.state / "shared_images" / image).unlink()
     rows += list(burst(tb, api).items())
+    rows += list(address_delays(tb, api).items())
+    rows += list(debian_launch(tb, api).items())
     scale = api_scale(tb, api)
     rows += [(f"API scale, 1000 held instances: {k}", v) for k, v in scale.items()]
     width = max(len(k) for k, _ in rows)

@@ -2,15 +2,33 @@
 # shellcheck shell=bash
 set -euo pipefail
 
+# The daemons these scripts start must not keep the caller's files open (a
+# lock the caller holds, say, would be held for as long as the testbed runs):
+# drop every descriptor inherited above stderr (255 is the running script).
+for _fd in /proc/$$/fd/*; do
+  _fd=${_fd##*/}
+  case $_fd in 0|1|2|255) ;; *) eval "exec $_fd>&-" 2>/dev/null || true ;; esac
+done
+unset _fd
+
 TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$TESTBED_DIR")
-# The cached Debian 13 root and guest image live outside the git tree so every
+# The cached Debian roots and guest image live outside the git tree so every
 # clone (and CI) reuses them.
 CACHE_DIR=${CONDOR_CLOUD_TESTBED_CACHE:-/var/cache/condor-cloud-testbed}
-ROOT_DIR=$CACHE_DIR/root
 GUEST_DIR=$CACHE_DIR/guest
+# Which HTCondor the hosts run: 23 (Debian 13's condor 23.9, the default and what
+# CI runs) or 25 (Debian unstable's condor 25.x). Each has its own cached root
+# and its own runtime state.
+CONDOR_SERIES=${CONDOR_SERIES:-23}
+case $CONDOR_SERIES in
+  23) DEBIAN_SUITE=trixie ROOT_DIR=$CACHE_DIR/root STATE_NAME=.testbed ;;
+  25) DEBIAN_SUITE=sid ROOT_DIR=$CACHE_DIR/root-25 STATE_NAME=.testbed-25 ;;
+  *) printf '[testbed] error: CONDOR_SERIES=%s: use 23 or 25\n' "$CONDOR_SERIES" >&2; exit 1 ;;
+esac
+DEBIAN_DIR=$CACHE_DIR/debian
 # Runtime state of one checkout's testbed: pidfiles, overlays, logs, sockets.
-STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/.testbed}
+STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/$STATE_NAME}
 
 # Where the checkout appears inside every node's root.
 SRC_IN_ROOT=/opt/condor-cloud/src
@@ -18,13 +36,26 @@ SRC_IN_ROOT=/opt/condor-cloud/src
 # The testbed LAN: 198.18.0.0/15 is reserved for network tests (RFC 2544) and
 # lives only inside the namespaces below.
 LAN_PREFIX=198.18.0
-LAN_NETNS=cc-lan
+# Network namespace names are machine-wide. Each running testbed takes a slot
+# whose prefix names its namespaces, so testbeds of different checkouts can run
+# side by side in different slots: CONDOR_CLOUD_TESTBED_SLOT asks for one (0 by
+# default); the scripts otherwise use the slot this checkout's testbed runs in.
+RUNNING_SLOT=$(cat "$STATE_DIR/slot" 2>/dev/null || true)
+TESTBED_SLOT=${CONDOR_CLOUD_TESTBED_SLOT:-${RUNNING_SLOT:-0}}
+case $TESTBED_SLOT in
+  0) NETNS_PREFIX=cc- ;;
+  [1-9]) NETNS_PREFIX=cc$TESTBED_SLOT- ;;
+  *) printf '[testbed] error: CONDOR_CLOUD_TESTBED_SLOT=%s: use 0 to 9\n' "$TESTBED_SLOT" >&2; exit 1 ;;
+esac
+LAN_NETNS=${NETNS_PREFIX}lan
 LAN_BRIDGE=lan0
 LAN_ADDR=$LAN_PREFIX.1
 # Every instance has a new MAC, so every launch takes a lease: short leases
 # (dnsmasq's shortest; guests renew every minute) give the addresses of
 # ended guests back before a test run or a bench burst uses up the range.
-DHCP_RANGE="$LAN_PREFIX.100,$LAN_PREFIX.250,255.255.255.0,2m"
+DHCP_FIRST=$LAN_PREFIX.100
+DHCP_LAST=$LAN_PREFIX.250
+DHCP_RANGE="$DHCP_FIRST,$DHCP_LAST,255.255.255.0,2m"
 # name:address:role  (role: master | node | client)
 HOSTS=(
   "master:$LAN_PREFIX.2:master"
@@ -32,9 +63,13 @@ HOSTS=(
   "client:$LAN_PREFIX.9:client"
 )
 MASTER_ADDR=$LAN_PREFIX.2
-# Namespace names are machine-wide, so one testbed runs at a time; this file
-# names the checkout whose testbed owns them.
+# The API's users on the testbed and in make demo: an admin and an ordinary user
+# (their passwords are made once per testbed, in secrets/).
+API_ADMIN=admin
+API_USER2=alice
+# One testbed per slot; this file names the checkout whose testbed owns it.
 OWNER_FILE=/run/condor-cloud-testbed.owner
+[ "$TESTBED_SLOT" = 0 ] || OWNER_FILE=/run/condor-cloud-testbed.$TESTBED_SLOT.owner
 
 # The state directory of another checkout whose testbed is running here, if any
 # (a testbed whose processes are all gone, say after a reboot, does not count).
@@ -54,7 +89,7 @@ host_field() { # host_field "name:addr:role" N
   echo "${parts[$2]}"
 }
 
-netns_of() { echo "cc-$1"; }
+netns_of() { echo "$NETNS_PREFIX$1"; }
 node_state() { echo "$STATE_DIR/hosts/$1"; }
 keeper_pid() { cat "$(node_state "$1")/keeper.pid" 2>/dev/null; }
 
@@ -66,6 +101,15 @@ require_root() { [ "$(id -u)" = 0 ] || die "run as root (the testbed creates nam
 # A zombie has exited (its parent just has not reaped it yet).
 pid_alive() {
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# The Debian mirror the host itself uses.
+debian_mirror() {
+  local uri
+  uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
+  [ -n "$uri" ] || uri=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)
+  [ -n "$uri" ] || die "cannot find a Debian mirror in the host's apt sources"
+  echo "$uri"
 }
 
 # Run a command chrooted in DIR with /proc, /sys and /dev mounted in a private

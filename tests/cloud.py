@@ -157,11 +157,18 @@ def cloud_jobs(schedd) -> list[int]:
     return sorted(ad["ClusterId"] for ad in schedd.query('HookKeyword =?= "CLOUD"', ["ClusterId"]))
 
 
-def guest_page(address: str) -> str | None:
+def guest_file(address: str, path: str = "", timeout: float = 2) -> bytes | None:
+    """What the guest at ADDRESS serves at /PATH (None when it does not answer)."""
     try:
-        return requests.get(f"http://{address}/", timeout=2).text
+        r = requests.get(f"http://{address}/{path}", timeout=timeout)
+        return r.content if r.status_code == 200 else None
     except requests.RequestException:
         return None
+
+
+def guest_page(address: str, timeout: float = 2) -> str | None:
+    page = guest_file(address, timeout=timeout)
+    return page.decode(errors="replace") if page is not None else None
 
 
 def wait_page(address: str, contains: str, timeout: float = 60) -> str:

@@ -102,13 +102,10 @@ def libvirt_conns(testbed: Testbed):
             pass
 
 
-@pytest.fixture(scope="session")
-def api(testbed: Testbed):
-    """A requests session for the Deltacloud API, authenticated as the testbed's API user
-    (``api.base`` is the API's URL)."""
+def api_session(testbed: Testbed, user: str, password: str):
     import requests
     s = requests.Session()
-    s.auth = (testbed.env["CONDOR_CLOUD_API_USER"], testbed.env["CONDOR_CLOUD_API_PASSWORD"])
+    s.auth = (testbed.env[user], testbed.env[password])
     s.base = testbed.env["CONDOR_CLOUD_API_URL"]
     return s
 
@@ -120,3 +117,16 @@ def instances(testbed: Testbed, schedd):
     inst = Instances(testbed, schedd)
     yield inst
     inst.remove_all()
+
+
+@pytest.fixture(scope="session")
+def api(testbed: Testbed):
+    """A requests session for the Deltacloud API, authenticated as the testbed's admin
+    (``api.base`` is the API's URL)."""
+    return api_session(testbed, "CONDOR_CLOUD_API_USER", "CONDOR_CLOUD_API_PASSWORD")
+
+
+@pytest.fixture(scope="session")
+def api2(testbed: Testbed):
+    """The same for the testbed's second, ordinary user."""
+    return api_session(testbed, "CONDOR_CLOUD_API_USER2", "CONDOR_CLOUD_API_PASSWORD2")

@@ -53,6 +53,13 @@ class Opens:
         os.close(self.fd)
 
 
+def state_dir() -> Path:
+    """The testbed's runtime state directory, as the testbed scripts name it (CONDOR_SERIES picks one)."""
+    done = subprocess.run(["bash", "-c", 'source "$1/testbed/lib.sh" && echo "$STATE_DIR"', "-", REPO],
+                          check=True, capture_output=True, text=True)
+    return Path(done.stdout.strip())
+
+
 def enter_netns(name: str) -> None:
     """Move this process into network namespace NAME (sockets opened later live there)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -83,7 +90,7 @@ class Testbed:
     @classmethod
     def up(cls) -> Testbed:
         subprocess.run([REPO / "testbed" / "up"], check=True)
-        return cls.load(REPO / ".testbed")
+        return cls.load(state_dir())
 
     @classmethod
     def load(cls, state: Path) -> Testbed:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import logging
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Iterator
 from typing import Any, Callable, Mapping
 
 import htcondor2
@@ -20,17 +23,21 @@ import htcondor2
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
 from condor_cloud.errors import CloudError, ImageError, NotAllowed, NotFound, ParameterError, Unavailable
-from condor_cloud.images import Image, find_image, list_images
+from condor_cloud.images import Image, ImageFacts, find_image, image_facts, list_images
+from condor_cloud.keys import KeyStore
+from condor_cloud.network import StaticAddress, address_pool
+from condor_cloud.placement import why_pending
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
-from condor_cloud.states import allowed_actions, instance_state
+from condor_cloud.states import ERROR, PENDING, allowed_actions, instance_state
 from condor_cloud.submit import instance_description, new_mac, user_attributes
 
 log = logging.getLogger("condor-cloud")
 REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
+              "HoldReasonCode", "HoldReasonSubCode",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
-              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR]
+              A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME]
 CONSOLE_BYTES = 100 * 1024
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
 
@@ -47,8 +54,9 @@ def _number(ad: Mapping[str, Any], attr: str) -> int | None:
 
 @dataclass(frozen=True)
 class Instance:
-    """One instance, read from its job ad."""
+    """One instance, read from its job ad (and, while it waits, why it waits)."""
     ad: Mapping[str, Any]
+    pending_reason: str = ""
 
     @property
     def id(self) -> str:
@@ -124,12 +132,38 @@ class Instance:
         return allowed_actions(self.state)
 
     @property
+    def keyname(self) -> str:
+        return _text(self.ad, A.KEY_NAME)
+
+    @property
     def addresses(self) -> list[str]:
         return [a for a in _text(self.ad, A.ADDRESSES).split(",") if a]
 
     @property
     def launch_time(self) -> int | None:
         return _number(self.ad, "QDate")
+
+    @property
+    def state_reason(self) -> str:
+        """Why the instance is not running: the hold reason of a failed one, or what a
+        pending one waits for ("" when there is nothing to say)."""
+        if self.state == ERROR:
+            return self.hold_reason or "held by HTCondor without a reason"
+        return self.pending_reason if self.state == PENDING else ""
+
+
+@dataclass(frozen=True)
+class User:
+    """Who asks: a user sees and acts on the instances they own; an admin on all."""
+    name: str
+    admin: bool = False
+
+    def sees(self, instance: Instance) -> bool:
+        return self.admin or instance.owner == self.name
+
+
+# The command line runs on the master as the instances' user, with the pool's trust.
+OPERATOR = User("condor-cloud", admin=True)
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,8 @@ class Node:
     free_memory_mib: int
     libvirt_ok: bool
     cached_images: list[str]
+    total_cpus: int = 0
+    total_memory_mib: int = 0
 
 
 def _job_constraint(iid: str) -> str:
@@ -152,7 +188,11 @@ def _job_constraint(iid: str) -> str:
 
 class Cloud:
     """Images from shared_images, instances from the schedd (queried with a projection,
-    and shared for a second between concurrent requests, as HTCondor asks of its tools)."""
+    and shared for a second between concurrent requests, as HTCondor asks of its tools).
+
+    SCHEDD_FACTORY and COLLECTOR_FACTORY return objects with the bindings' Schedd and
+    Collector interfaces (condor.LocatedSchedd, the API's pooled ones, or a test's fake);
+    the schedd object does its own locating and retrying."""
 
     def __init__(self, settings: Settings, profiles: dict[str, HardwareProfile],
                  schedd_factory: Callable[[], Any], collector_factory: Callable[[], Any] = htcondor2.Collector,
@@ -162,21 +202,20 @@ class Cloud:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict]] | None = None
+        self.keys = KeyStore(settings.state / "keys.sqlite")
+        self.pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
+        self._assigning = threading.Lock()
+        self._nodes_lock = threading.Lock()
+        self._cached_nodes: tuple[float, list[Node]] | None = None
 
     # -- condor ---------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[Any], Any], retry: bool = True) -> Any:
-        """FN(schedd); a failed call is tried once more (a restarted schedd rejects the
-        first request's cached security session) unless RETRY is false."""
-        for attempt in (1, 2):
-            try:
-                return fn(self._schedd_factory())
-            except CloudError:
-                raise
-            except Exception as e:  # the bindings raise HTCondorException and others
-                if attempt == 2 or not retry:
-                    raise Unavailable(f"HTCondor could not {what}: {e}") from None
-                log.info("retrying after: %s", e)
-        raise AssertionError("unreachable")
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        try:
+            return fn(self._schedd_factory())
+        except CloudError:
+            raise
+        except Exception as e:  # the bindings raise HTCondorException and others
+            raise Unavailable(f"HTCondor could not {what}: {e}") from None
 
     def _jobs(self) -> list[dict]:
         with self._lock:
@@ -201,47 +240,101 @@ class Cloud:
         except ImageError as e:
             raise NotFound(str(e)) from None
 
+    def facts(self, image: Image) -> ImageFacts:
+        return image_facts(self.settings.shared_images, image)
+
+    @contextmanager
+    def _assigning_addresses(self) -> Iterator[None]:
+        """Held from choosing an address to submitting its instance, by every process of this
+        master (the API's threads, the command line), so no two instances get one address."""
+        with self._assigning:
+            self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(self.settings.state / "addresses.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                yield
+
+    def _free_address(self, schedd: Any) -> StaticAddress:
+        ads = schedd.query(CLOUD_JOBS, [A.ASSIGNED_ADDRESS])
+        taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in ads}
+        address = self.pool.choose(taken)
+        if address is None:
+            raise Unavailable(f"every address of CONDOR_CLOUD_ADDRESS_POOL ({self.settings.address_pool}) "
+                              "is held by an instance in the queue; destroy instances or enlarge the pool")
+        return address
+
     # -- nodes ----------------------------------------------------------------------
     def nodes(self) -> list[Node]:
+        """The nodes that run condor-cloud (shared for a second, like the queue)."""
+        with self._nodes_lock:
+            if self._cached_nodes and time.monotonic() - self._cached_nodes[0] < self._ttl:
+                return self._cached_nodes[1]
+            try:
+                ads = self._collector_factory().query(
+                    htcondor2.AdType.Startd, f"PartitionableSlot =?= true && {A.HAS_CONDOR_CLOUD} =?= true",
+                    ["Machine", "Cpus", "Memory", "TotalSlotCpus", "TotalSlotMemory", A.LIBVIRT_OK,
+                     A.CACHED_IMAGES])
+            except Exception as e:  # the bindings raise HTCondorException and others
+                raise Unavailable(f"HTCondor could not list the nodes: {e}") from None
+            nodes = sorted((Node(name=str(ad.get("Machine")), free_cpus=int(ad.get("Cpus", 0)),
+                                 free_memory_mib=int(ad.get("Memory", 0)), libvirt_ok=ad.get(A.LIBVIRT_OK) is True,
+                                 cached_images=list(ad.get(A.CACHED_IMAGES) or []),
+                                 total_cpus=int(ad.get("TotalSlotCpus", 0)),
+                                 total_memory_mib=int(ad.get("TotalSlotMemory", 0))) for ad in ads),
+                           key=lambda n: n.name)
+            self._cached_nodes = (time.monotonic(), nodes)
+            return nodes
+
+    def _explained(self, instances: list[Instance]) -> list[Instance]:
+        """INSTANCES, with what each idle one waits for (when the pool can be asked)."""
+        if not any(i.state == PENDING and i.ad.get("JobStatus") == htcondor2.JobStatus.IDLE for i in instances):
+            return instances
         try:
-            ads = self._collector_factory().query(
-                htcondor2.AdType.Startd, "PartitionableSlot =?= true",
-                ["Machine", "Cpus", "Memory", A.LIBVIRT_OK, A.CACHED_IMAGES])
-        except Exception as e:  # the bindings raise HTCondorException and others
-            raise Unavailable(f"HTCondor could not list the nodes: {e}") from None
-        return sorted((Node(name=str(ad.get("Machine")), free_cpus=int(ad.get("Cpus", 0)),
-                            free_memory_mib=int(ad.get("Memory", 0)), libvirt_ok=ad.get(A.LIBVIRT_OK) is True,
-                            cached_images=list(ad.get(A.CACHED_IMAGES) or [])) for ad in ads),
-                      key=lambda n: n.name)
+            nodes = self.nodes()
+        except Unavailable as e:
+            log.info("cannot say why instances wait: %s", e)
+            return instances
+        return [replace(i, pending_reason=why_pending(i, nodes))
+                if i.state == PENDING and i.ad.get("JobStatus") == htcondor2.JobStatus.IDLE else i
+                for i in instances]
 
     # -- instances -----------------------------------------------------------------
-    def instances(self) -> list[Instance]:
-        return sorted((Instance(ad) for ad in self._jobs()), key=lambda i: (i.cluster, i.proc))
+    def instances(self, user: User) -> list[Instance]:
+        """The instances USER may see, oldest first."""
+        visible = [i for i in (Instance(ad) for ad in self._jobs()) if user.sees(i)]
+        return self._explained(sorted(visible, key=lambda i: (i.cluster, i.proc)))
 
-    def instance(self, iid: str) -> Instance:
+    def instance(self, iid: str, user: User) -> Instance:
+        """Instance IID; NotFound also when USER may not see it (its id says nothing)."""
         constraint = _job_constraint(iid)
         ads = self._call("look up the instance", lambda s: s.query(f"({constraint}) && {CLOUD_JOBS}", PROJECTION))
-        if not ads:
+        found = [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
+        if not found:
             raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
-        return Instance(dict(ads[0]))
+        return self._explained(found)[0]
 
-    def console(self, iid: str, max_bytes: int = CONSOLE_BYTES) -> str:
+    def console(self, iid: str, user: User, max_bytes: int = CONSOLE_BYTES) -> str:
         """The end of a running instance's serial console (read through condor_tail)."""
-        self.instance(iid)  # a clear error for an unknown id
-        done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid],
-                              capture_output=True, text=True, timeout=60)
+        self.instance(iid, user)  # a clear error for an unknown id
+        try:
+            done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise Unavailable(f"cannot read the console of {iid}: condor_tail: {e}") from None
         if done.returncode != 0:
             raise Unavailable(f"cannot read the console of {iid} (is it running?): "
                               f"{done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
     def create(self, params: Mapping[str, str], owner: str) -> Instance:
+        """Submit one instance: every attribute, the user's too, in the one submit transaction,
+        so no instance ever runs half-described, and a failed submit leaves nothing behind."""
         if not params.get("image_id"):
             raise ParameterError("image_id is required: the id of an image from /api/images")
         try:
             image = find_image(self.settings.shared_images, params["image_id"])
         except ImageError as e:
             raise ParameterError(str(e)) from None
+        facts = self.facts(image)
         hwp_id = params.get("hwp_id") or next(iter(self.profiles))
         if hwp_id not in self.profiles:
             raise ParameterError(f"hwp_id {hwp_id!r} is not a hardware profile; "
@@ -249,6 +342,9 @@ class Cloud:
         profile = self.profiles[hwp_id]
         memory = profile.memory.accept(params.get("hwp_memory"))
         cpus = profile.cpu.accept(params.get("hwp_cpu"))
+        if memory < facts.min_memory_mib:
+            raise ParameterError(f"image {image.id} needs at least {facts.min_memory_mib} MiB of memory; "
+                                 f"pick a larger hardware profile or hwp_memory")
         realm = params.get("realm_id") or REALMS[0]
         if realm not in REALMS:
             raise ParameterError(f"realm_id {realm!r} is not a realm; use one of {', '.join(REALMS)}")
@@ -256,26 +352,53 @@ class Cloud:
         name = params.get("name") or ""
         if len(name) > 256:
             raise ParameterError("name is longer than 256 characters")
-        attributes = user_attributes(name=name, owner=owner, user_data=user_data)
-        macs = {ad.get(A.MAC) for ad in self._jobs()}
-        desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=new_mac(macs),
-                                    wrapper=self.settings.wrapper, logs=str(self.settings.logs),
-                                    lease=self.settings.job_lease,
-                                    hardware_profile=hwp_id, realm=realm)
-
-        def submit(s) -> str:
-            iid = f"{s.submit(htcondor2.Submit(desc)).cluster()}.0"
-            for attr, value in attributes.items():
-                s.edit(_job_constraint(iid), attr, value)
-            s.reschedule()  # a negotiation cycle now rather than at the next interval
-            return iid
-        iid = self._call("submit the instance", submit, retry=False)  # never submit twice
+        keyname = params.get("keyname") or ""
+        try:
+            public_key = self.keys.get(owner, keyname).public_key if keyname else ""
+        except NotFound:
+            raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
+                                 "at /api/keys") from None
+        typed = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
+                                public_key=public_key)
+        mac = new_mac({_text(ad, A.MAC) for ad in self._jobs()})
+        # Images known not to run cloud-init cannot take a static address: they use DHCP.
+        static = self.pool is not None and facts.cloud_init is not False
+        creator = User(owner)
+        with self._assigning_addresses() if static else nullcontext():
+            network = self._call("list the addresses in use", self._free_address) if static else None
+            desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=mac,
+                                        wrapper=self.settings.wrapper, logs=str(self.settings.logs),
+                                        lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
+                                        network=network) | typed
+            try:
+                cluster = self._call("submit the instance", lambda s: s.submit(htcondor2.Submit(desc)).cluster())
+            except Unavailable:
+                # The schedd may have committed the submit and lost only its answer: the MAC,
+                # new and unique in the queue, finds it. Never submit twice.
+                found = self._with_mac(mac, creator)
+                if found is None:
+                    raise
+                log.info("the submit of %s was not confirmed, but the queue holds it", found.id)
+                return found
         self._changed()
-        return self.instance(iid)
+        try:
+            self._call("reschedule", lambda s: s.reschedule())  # a negotiation cycle now, not at the next interval
+        except Unavailable as e:
+            log.warning("instance %d.0 waits for the next negotiation cycle: %s", cluster, e)
+        return self.instance(f"{cluster}.0", creator)
 
-    def act(self, iid: str, action: str) -> Instance | None:
+    def _with_mac(self, mac: str, user: User) -> Instance | None:
+        try:
+            ads = self._call("look up the instance",
+                             lambda s: s.query(f"{A.MAC} == {literal(mac)} && {CLOUD_JOBS}", PROJECTION))
+        except Unavailable:
+            return None
+        found = [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
+        return found[0] if found else None
+
+    def act(self, iid: str, action: str, user: User) -> Instance | None:
         """Carry out ACTION (stop, start, reboot, destroy); the instance after it, None once destroyed."""
-        instance = self.instance(iid)
+        instance = self.instance(iid, user)
         if action not in instance.actions:
             raise NotAllowed(f"instance {iid} is {instance.state}: {action} is not allowed "
                              f"(allowed: {', '.join(instance.actions) or 'nothing'})")
@@ -301,12 +424,14 @@ class Cloud:
             self._call(f"{action} the instance", lambda s: s.edit(
                 constraint, A.REQUEST, value, flags=htcondor2.TransactionFlag.SetDirty))
         self._changed()
-        return self.instance(iid)
+        return self.instance(iid, user)
 
 
 def check_user_data(text: str, limit: int) -> str:
+    """TEXT as one line of base64 (line breaks, as base64 tools write them, removed)."""
+    text = "".join(text.split())
     if len(text) > limit:
-        raise ParameterError(f"user_data is {len(text)} characters; the limit is {limit}")
+        raise ParameterError(f"user_data is {len(text)} base64 characters; the limit is {limit}")
     try:
         base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -9,6 +9,12 @@ Set at submit (by the API or CLI):
   CloudOwner        string  the API user who created it
   CloudMAC          string  the guest NIC's MAC (52:54:00:xx:xx:xx, unique per instance)
   CloudUserData     string  user data, base64 (may be empty)
+  CloudKeyName      string  the name of the API user's SSH key the instance was launched with
+  CloudPublicKey    string  that key's public half (one authorized_keys line), for the guest
+  CloudAssignedAddress string  the IPv4 address (with prefix length) the cloud gave the
+                            instance from CONDOR_CLOUD_ADDRESS_POOL; absent when the guest
+                            takes its address by DHCP
+  CloudGateway, CloudNameservers string  the rest of that static set-up (may be empty)
   CloudHardwareProfile string  the hardware profile it was launched with
   CloudRealm        string  the realm it was launched in
   RequestMemory     int     guest memory, MiB
@@ -48,6 +54,11 @@ NAME = "CloudName"
 OWNER = "CloudOwner"
 MAC = "CloudMAC"
 USER_DATA = "CloudUserData"
+KEY_NAME = "CloudKeyName"
+PUBLIC_KEY = "CloudPublicKey"
+ASSIGNED_ADDRESS = "CloudAssignedAddress"
+GATEWAY = "CloudGateway"
+NAMESERVERS = "CloudNameservers"
 HARDWARE_PROFILE = "CloudHardwareProfile"
 REALM = "CloudRealm"
 MEMORY = "RequestMemory"

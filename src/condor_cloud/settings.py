@@ -27,25 +27,45 @@ class Settings:
     domain_type: str = "auto"
     # Seconds a guest gets to power off after an ACPI shutdown before it is destroyed.
     shutdown_timeout: int = 60
-    # Where to learn a guest's IPv4 address, tried in order: leases (the DHCP
-    # server's lease file), neighbours (this node's ARP table), libvirt
-    # (libvirt's interface addresses, including the guest agent).
-    address_sources: tuple[str, ...] = ("leases", "neighbours", "libvirt")
+    # Where to learn a guest's IPv4 address, tried in order: assigned (the
+    # address the cloud gave it, once this node's ARP probe finds it at the
+    # guest's MAC), leases (the DHCP server's lease file), libvirt (the guest
+    # agent, where the image runs one, and libvirt's view of the ARP table),
+    # neighbours (this node's ARP table), probe (an ARP probe of dhcp_range).
+    address_sources: tuple[str, ...] = ("assigned", "leases", "libvirt", "neighbours", "probe")
     dhcp_leases: Path = Path("/var/lib/misc/dnsmasq.leases")
+    # FIRST-LAST: the addresses the LAN's DHCP server hands out, which nodes
+    # probe for guests that take their address by DHCP (empty: no probing).
+    dhcp_range: str = ""
     # The node's reconciler reads the schedd's queue with the token in this
     # directory (owned by condor, mode 0700): one made with
     # condor_token_create -authz READ, so it can read and nothing else.
     reconciler_tokens: Path = Path("/etc/condor/condor-cloud-tokens.d")
 
     # -- the master: the API -------------------------------------------------
+    # FIRST-LAST/PREFIX: addresses the cloud assigns to instances itself
+    # (outside any DHCP server's range); empty: guests take theirs by DHCP.
+    address_pool: str = ""
+    # The rest of the guests' static set-up when a pool is used (may be empty).
+    gateway: str = ""
+    nameservers: tuple[str, ...] = ()
+    # The master's own records: API users' keys (keys.sqlite), the address pool's lock.
+    state: Path = Path("/var/lib/condor-cloud/state")
     # The VM wrapper's path on the nodes.
     wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
     # Instances' console and wrapper logs, on the master.
     logs: Path = Path("/var/lib/condor-cloud/logs")
     api_address: str = "127.0.0.1"
     api_port: int = 3002
-    # "user:password" lines; must be readable by the API's user only.
+    # "NAME:PASSWORD [admin]" lines; must be readable by the API's user only.
     api_credentials: Path = Path("/etc/condor-cloud/api-credentials")
+    # HTTPS: a PEM certificate (chain) and its private key. Without them the API
+    # listens only on a loopback address unless plain HTTP is allowed.
+    api_tls_certificate: str = ""
+    api_tls_key: str = ""
+    api_allow_plain_http: bool = False
+    # Seconds a request waits for HTCondor (or shared_images) before it gets 502.
+    api_condor_timeout: int = 10
     # name:memory_mib:cpus, comma separated; memory and cpus are a number
     # (fixed), FIRST-LAST (a range) or A|B|C (a choice).
     hardware_profiles: str = "small:512:1, medium:1024:2, large:2048:4"
@@ -69,6 +89,8 @@ class Settings:
             try:
                 if isinstance(default, Path):
                     values[f.name] = Path(raw.strip())
+                elif isinstance(default, bool):
+                    values[f.name] = _boolean(raw)
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
                 elif isinstance(default, tuple):
@@ -76,7 +98,8 @@ class Settings:
                 else:
                     values[f.name] = raw.strip()
             except ValueError:
-                raise CloudError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not a whole number; "
+                kind = "true or false" if isinstance(default, bool) else "a whole number"
+                raise CloudError(f"CONDOR_CLOUD_{f.name.upper()} = {raw!r} is not {kind}; "
                                  "fix it in /etc/condor/config.d") from None
         return cls(**values)
 
@@ -84,3 +107,13 @@ class Settings:
     def from_condor(cls) -> Settings:
         import htcondor2
         return cls.from_params({k: v for k, v in htcondor2.param.items() if k.startswith("CONDOR_CLOUD_")})
+
+
+def _boolean(raw: str) -> bool:
+    """A condor configuration boolean (true/false, yes/no, 1/0; any case)."""
+    value = raw.strip().lower()
+    if value in ("true", "yes", "1", "t"):
+        return True
+    if value in ("false", "no", "0", "f"):
+        return False
+    raise ValueError(raw)

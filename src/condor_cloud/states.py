@@ -8,6 +8,11 @@ from htcondor2 import JobStatus
 from condor_cloud import jobattrs as A
 
 PENDING, RUNNING, STOPPING, STOPPED, FINISH = "PENDING", "RUNNING", "STOPPING", "STOPPED", "FINISH"
+# Held for any other reason than a stop request (a failed start, an admin's hold):
+# the instance says why, and start tries again.
+ERROR = "ERROR"
+# on_exit_hold (submit.py) holds a stopped instance with this code.
+JOB_POLICY_HOLD = 3
 
 # The state machine clients see at /api/instance_states: (from, to, action or None=automatic).
 TRANSITIONS = [
@@ -21,9 +26,13 @@ TRANSITIONS = [
     (STOPPING, FINISH, "destroy"),
     (STOPPED, PENDING, "start"),
     (STOPPED, FINISH, "destroy"),
+    (PENDING, ERROR, None),
+    (RUNNING, ERROR, None),
+    (ERROR, PENDING, "start"),
+    (ERROR, FINISH, "destroy"),
     (FINISH, "finish", None),
 ]
-STATES = ["start", PENDING, RUNNING, STOPPING, STOPPED, FINISH, "finish"]
+STATES = ["start", PENDING, RUNNING, STOPPING, STOPPED, ERROR, FINISH, "finish"]
 
 
 def instance_state(ad: Mapping[str, Any]) -> str:
@@ -31,7 +40,9 @@ def instance_state(ad: Mapping[str, Any]) -> str:
     if status in (JobStatus.REMOVED, JobStatus.COMPLETED):
         return FINISH
     if status == JobStatus.HELD:
-        return STOPPED
+        stopped = (ad.get("HoldReasonCode") == JOB_POLICY_HOLD
+                   and ad.get("HoldReasonSubCode") == A.STOPPED_HOLD_SUBCODE)
+        return STOPPED if stopped else ERROR
     if status in (JobStatus.RUNNING, JobStatus.TRANSFERRING_OUTPUT, JobStatus.SUSPENDED):
         if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or A.parse_request(ad.get(A.REQUEST))[1] == "stop":
             return STOPPING

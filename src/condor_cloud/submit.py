@@ -5,20 +5,38 @@ import random
 from typing import Iterable
 
 from condor_cloud import jobattrs as A
-from condor_cloud.classads import literal
+from condor_cloud.classads import literal, value_of
 from condor_cloud.errors import ParameterError
+from condor_cloud.network import StaticAddress
 
 _UNSAFE = ("\\", "\n", "\r", "\0")
 
 
-def user_attributes(*, name: str, owner: str, user_data: str = "") -> dict[str, str]:
-    """What a user typed, as job attribute literals. They are set with Schedd.edit after
-    the submit, never through the submit language (which would expand $(macros))."""
+def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str = "",
+                    public_key: str = "") -> dict[str, str]:
+    """What a user typed or chose, as submit commands (``My.Attr = "..."``) for the same submit
+    transaction as the rest of the instance. The submit language expands macros in
+    values, so every '$' is written as $(DOLLAR), and the result is checked by expanding
+    it as condor_submit will. '$$' is refused: condor expands $$(...) in every job
+    attribute when a job starts, and holds the job when it cannot."""
+    import htcondor2
     typed = {A.NAME: ("name", name), A.OWNER: ("owner", owner), A.USER_DATA: ("user_data", user_data)}
-    for what, value in typed.values():
+    if keyname:
+        typed |= {A.KEY_NAME: ("keyname", keyname), A.PUBLIC_KEY: ("public_key", public_key)}
+    commands = {}
+    for attr, (what, value) in typed.items():
         if any(c in value for c in _UNSAFE):
             raise ParameterError(f"{what} may not contain backslashes, line breaks or NUL characters")
-    return {attr: literal(value) for attr, (_, value) in typed.items()}
+        if "$$" in value:
+            raise ParameterError(f"{what} may not contain '$$': HTCondor expands $$(...) in a job's "
+                                 "attributes when it starts")
+        commands[f"My.{attr}"] = literal(value).replace("$", "$(DOLLAR)")
+    expanded = htcondor2.Submit(commands)
+    for attr, (what, value) in typed.items():
+        if value_of(expanded.expand(f"My.{attr}")) != value:
+            raise ParameterError(f"{what} {value!r} has a '$' that HTCondor's submit language would "
+                                 "change (a '$' before another '$' inside parentheses); remove it")
+    return commands
 
 
 def new_mac(taken: Iterable[str] = ()) -> str:
@@ -32,10 +50,16 @@ def new_mac(taken: Iterable[str] = ()) -> str:
 
 def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
                          wrapper: str, logs: str, lease: int, hardware_profile: str = "",
-                         realm: str = "default") -> dict[str, str]:
+                         realm: str = "default", network: StaticAddress | None = None) -> dict[str, str]:
     """Submit commands for one instance (for htcondor2.Submit); every value here is
-    checked by condor-cloud (ids, numbers, paths), none is free text from a user."""
-    return {
+    checked by condor-cloud (ids, numbers, paths, addresses), none is free text from a user.
+    NETWORK: the static address the cloud assigned the instance, if any."""
+    static = {} if network is None else {
+        f"My.{A.ASSIGNED_ADDRESS}": literal(network.address),
+        f"My.{A.GATEWAY}": literal(network.gateway),
+        f"My.{A.NAMESERVERS}": literal(",".join(network.nameservers)),
+    }
+    return static | {
         "universe": "vanilla",
         "executable": wrapper,
         "transfer_executable": "false",

@@ -1,4 +1,4 @@
-"""The Deltacloud API on the testbed's master: documents, errors, and an instance's life."""
+"""The Deltacloud API on the testbed's master: documents, errors, users, and an instance's life."""
 from __future__ import annotations
 
 import re
@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from cloud import wait_page
-from harness import wait_for
+from cloud import HELD, Instances, wait_page
+from harness import Testbed, wait_for
 
 XML = {"Accept": "application/xml"}
 JSON = {"Accept": "application/json"}
@@ -30,10 +30,10 @@ def test_the_entry_point_names_the_condor_driver_and_its_collections(api):
     root = xml(r)
     assert root.tag == "api" and root.get("driver") == "condor"
     rels = {link.get("rel"): link.get("href") for link in root.findall("link")}
-    assert {"instances", "images", "hardware_profiles", "realms", "instance_states"} <= set(rels)
+    assert {"instances", "images", "hardware_profiles", "realms", "instance_states", "keys"} <= set(rels)
     assert rels["instances"] == api.base + "/instances"
     features = {f.get("name") for f in root.find("link[@rel='instances']").findall("feature")}
-    assert {"user_data", "user_name"} <= features
+    assert features == {"user_data", "user_name", "authentication_key"}
 
 
 def test_responses_carry_the_deltacloud_headers(api):
@@ -52,6 +52,17 @@ def test_json_is_chosen_by_accept_or_format(api):
 
 def test_an_unanswerable_accept_is_406(api):
     assert get(api, headers={"Accept": "image/png"}).status_code == 406
+
+
+@pytest.mark.parametrize("accept,answer", [
+    ("*/*; q=0.5, application/xml", "application/xml"),
+    ("application/json;q=0.1, application/xml", "application/xml"),
+    ("application/xml;q=0.5, application/json", "application/json"),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html; charset=utf-8"),
+    ("*/*", "text/html; charset=utf-8"),
+])
+def test_accept_is_read_by_q_values(api, accept, answer):
+    assert get(api, "/images", headers={"Accept": accept}).headers["Content-Type"] == answer
 
 
 def test_hardware_profiles_have_memory_and_cpu(api):
@@ -89,17 +100,12 @@ def test_instances_need_credentials(api):
     assert xml(r).tag == "error"
 
 
-# Only the entry points a client reads before it has credentials (as in Deltacloud).
-PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}"}
-
-
 def every_route() -> list[tuple[str, str]]:
-    """(method, path) of every route the API serves, with its parameters filled in."""
-    from condor_cloud.api.app import create_app
+    """(method, path) of every route the API serves but the public ones, parameters filled in."""
+    from condor_cloud.api.app import PUBLIC, ROUTES
     values = {"id": "1.0", "action": "stop"}
     return [(method, re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m[1]], route.path))
-            for route in create_app(cloud=None, credentials=None).routes if route.path not in PUBLIC
-            for method in sorted(route.methods - {"HEAD"})]
+            for route in ROUTES if route.path not in PUBLIC for method in sorted(route.methods - {"HEAD"})]
 
 
 @pytest.mark.parametrize("method,path", every_route())
@@ -124,6 +130,13 @@ def test_an_unknown_instance_is_404(api):
     assert "99999.0" in xml(r).findtext("message")
 
 
+def test_an_oversized_body_is_413_naming_the_limit(api):
+    r = api.post(api.base + "/instances", data={"image_id": "tiny.img", "user_data": "A" * 300_000},
+                 headers=XML, timeout=30)
+    assert r.status_code == 413
+    assert "KiB" in xml(r).findtext("message")
+
+
 def test_an_unknown_image_is_404(api):
     assert get(api, "/images/none.img").status_code == 404
 
@@ -146,6 +159,73 @@ def test_bad_create_parameters_are_400_with_a_reason(api, params, word):
     r = api.post(api.base + "/instances", params=params, headers=JSON, timeout=30)
     assert r.status_code == 400
     assert word in r.json()["message"]
+
+
+# -- users: each sees and acts on their own instances, admins on all ----------------------------
+
+@pytest.fixture(scope="module")
+def owned(api, api2):
+    """An instance of the admin's and one of the second user's."""
+    ids = {}
+    for who, session in (("admin", api), ("user2", api2)):
+        r = session.post(api.base + "/instances", params={"image_id": "tiny.img", "name": f"of-{who}"},
+                         headers=XML, timeout=30)
+        assert r.status_code == 201, r.text
+        ids[who] = xml(r).get("id")
+    yield ids
+    for iid in ids.values():
+        api.delete(f"{api.base}/instances/{iid}", timeout=30)
+
+
+def test_each_instance_records_its_creator(api, api2, owned):
+    assert xml(get(api, f"/instances/{owned['admin']}")).findtext("owner_id") == api.auth[0]
+    assert xml(get(api2, f"/instances/{owned['user2']}")).findtext("owner_id") == api2.auth[0]
+
+
+def test_a_user_lists_only_their_own_instances(api2, owned):
+    listed = [i.get("id") for i in xml(get(api2, "/instances"))]
+    assert owned["user2"] in listed and owned["admin"] not in listed
+
+
+@pytest.mark.parametrize("method,path", [("GET", ""), ("POST", "/stop"), ("POST", "/reboot"),
+                                         ("POST", "/destroy"), ("DELETE", "")])
+def test_another_user_s_instance_answers_404_and_stays(api2, schedd, owned, method, path):
+    iid = owned["admin"]
+    r = api2.request(method, f"{api2.base}/instances/{iid}{path}", headers=XML, timeout=30)
+    assert r.status_code == 404
+    assert schedd.query(f"ClusterId == {iid.split('.')[0]}", ["JobStatus"])[0]["JobStatus"] in (1, 2)
+
+
+def test_an_admin_sees_everyone_s_instances(api, owned):
+    listed = [i.get("id") for i in xml(get(api, "/instances"))]
+    assert {owned["admin"], owned["user2"]} <= set(listed)
+
+
+# -- instances that cannot run say why ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def failed_and_waiting(testbed: Testbed, schedd):
+    """A job whose image is missing (PREPARE_JOB holds it) and one larger than any node."""
+    instances = Instances(testbed, schedd)
+    failed = instances.submit("no-such-image.img")
+    huge = instances.submit(memory=8192)
+    instances.wait(failed, lambda ad: ad["JobStatus"] == HELD, "PREPARE_JOB to hold it", timeout=60)
+    yield f"{failed}.0", f"{huge}.0"
+    instances.remove_all()
+
+
+def test_a_failed_start_is_error_with_the_hold_reason(api, failed_and_waiting):
+    doc = xml(get(api, f"/instances/{failed_and_waiting[0]}"))
+    assert doc.findtext("state") == "ERROR"
+    assert "no-such-image.img" in doc.findtext("state_reason")
+    assert sorted(link.get("rel") for link in doc.find("actions")) == ["destroy", "start"]
+
+
+def test_an_instance_no_node_can_hold_says_what_it_asks_for(api, failed_and_waiting):
+    doc = xml(get(api, f"/instances/{failed_and_waiting[1]}"))
+    assert doc.findtext("state") == "PENDING"
+    reason = doc.findtext("state_reason")
+    assert "asks for 1 CPU and 8192 MiB" in reason and "no node is that large" in reason
 
 
 # -- an instance's life ---------------------------------------------------------------
@@ -181,7 +261,7 @@ def test_create_answers_201_with_location_and_the_instance(api, launched):
 
 @pytest.fixture(scope="module")
 def running(api, launched):
-    i = wait_state(api, launched[1], "RUNNING")
+    wait_state(api, launched[1], "RUNNING")
     return wait_for(lambda: (j := instance(api, launched[1]))["public_addresses"] and j, 90, "an address")
 
 
@@ -192,6 +272,16 @@ def test_a_created_instance_runs_with_the_guest_address(running):
 
 def test_the_guest_answers_at_its_public_address(running):
     wait_page(running["public_addresses"][0]["address"], "condor-cloud test guest")
+
+
+def test_a_running_instance_s_disk_is_a_storage_volume(api, running):
+    doc = xml(get(api, f"/instances/{running['id']}"))
+    assert [e.tag for e in doc if e.tag != "state_reason"][-3:] == \
+        ["public_addresses", "private_addresses", "storage_volumes"]
+    volume = doc.find("storage_volumes/storage_volume")
+    assert volume.get("id") == f"disk-{running['id']}" and volume.get("device") == "vda"
+    shown = xml(api.get(volume.get("href"), headers=XML, timeout=30))
+    assert shown.find("mount/instance").get("id") == running["id"] and shown.findtext("capacity") == "0.03"
 
 
 def test_a_running_instance_offers_stop_reboot_destroy(running):

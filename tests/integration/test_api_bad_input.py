@@ -16,7 +16,7 @@ def job_count(schedd) -> int:
     return len(cloud_jobs(schedd))
 
 
-@pytest.mark.parametrize("name", ['quote " inside', '"; +Evil = true; "', "$(Owner) $$(Memory)",
+@pytest.mark.parametrize("name", ['quote " inside', '"; +Evil = true; "', "$(Owner) $ENV(HOME) $",
                                   "ünïcødé ☁", "tab\there"])
 def test_names_reach_the_job_ad_as_plain_strings(api, schedd, name):
     r = api.post(api.base + "/instances", data={"image_id": "tiny.img", "name": name}, headers=XML, timeout=30)
@@ -38,6 +38,7 @@ def test_names_reach_the_job_ad_as_plain_strings(api, schedd, name):
     {"image_id": "tïny.img"}, {"image_id": "tiny.img", "hwp_cpu": "١"},
     {"image_id": "tiny.img", "hwp_memory": "-512"},
     {"image_id": "tiny.img", "hwp_memory": "1e3"}, {"image_id": "tiny.img", "user_data": "A" * 70000},
+    {"image_id": "tiny.img", "name": "$$(Memory)"},
 ])
 def test_bad_creates_make_no_job(api, schedd, params):
     before = job_count(schedd)
@@ -61,15 +62,16 @@ def test_oversized_headers_are_refused_and_the_server_stays_up(api):
 
 def test_a_cross_site_form_post_is_refused(api, schedd):
     before = job_count(schedd)
-    r = api.post(api.base + "/instances", data={"image_id": "tiny.img"}, timeout=30,
-                 headers={"Accept": "text/html", "Origin": "http://evil.example"})
+    r = api.post(api.base + "/instances?format=xml", data={"image_id": "tiny.img"}, timeout=30,
+                 headers={"Origin": "null"})
     assert r.status_code == 403
     assert job_count(schedd) == before
 
 
-def test_an_html_form_without_its_csrf_token_is_refused(api, schedd):
+def test_a_same_origin_form_without_its_csrf_token_is_refused(api, schedd):
     before = job_count(schedd)
-    r = api.post(api.base + "/instances?format=html", data={"image_id": "tiny.img"}, timeout=30)
+    r = api.post(api.base + "/instances?format=html", data={"image_id": "tiny.img"}, timeout=30,
+                 headers={"Origin": api.base.removesuffix("/api"), "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 403
     assert job_count(schedd) == before
 
@@ -88,6 +90,10 @@ def test_twenty_concurrent_creates_make_twenty_instances(api, schedd):
         assert len(set(ids)) == 20
         # Exactly these 20 jobs are new (earlier tests' jobs may be leaving the queue meanwhile).
         assert set(cloud_jobs(schedd)) - before == {int(i.split(".")[0]) for i in ids}
+        # Each got its own address from the pool.
+        addresses = [ad.get("CloudAssignedAddress") for ad in schedd.query(
+            " || ".join(f"ClusterId == {i.split('.')[0]}" for i in ids), ["CloudAssignedAddress"])]
+        assert len(set(addresses)) == 20 and None not in addresses
     finally:
         for iid in ids:
             api.delete(f"{api.base}/instances/{iid}", timeout=30)

@@ -8,6 +8,7 @@ import pytest
 
 from cloud import guest_page
 from condor_cloud.node.addresses import lease_file
+from condor_cloud.node.seed import GuestData, write_seed
 from condor_cloud.node.domain import instance_domain
 from harness import REPO, Testbed, wait_for
 
@@ -66,8 +67,10 @@ def booted_guests(testbed: Testbed, libvirt_conns):
         testbed.run(host.name, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                     "-b", "/var/lib/condor-cloud/shared_images/tiny.img", overlay)
         macs[host.name] = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        seed = f"/tmp/testbed-guest-{host.name}-seed.iso"
+        write_seed(testbed.path(host.name, seed), GuestData(instance_id=host.name, hostname=host.name))
         dom = instance_domain(name=f"testbed-guest-{host.name}", domain_type="qemu", memory_mib=256,
-                              vcpus=1, disk=overlay, bridge="br0", mac=macs[host.name],
+                              vcpus=1, disk=overlay, seed=seed, bridge="br0", mac=macs[host.name],
                               console_log=f"/tmp/testbed-guest-{host.name}.log")
         doms[host.name] = libvirt_conns[host.name].createXML(dom.to_xml())
     try:

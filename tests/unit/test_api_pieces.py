@@ -1,4 +1,4 @@
-"""Hardware profiles, instance states and credentials, each on its own."""
+"""Hardware profiles, instance states, credentials and sessions, each on its own."""
 import base64
 import hmac
 import os
@@ -6,10 +6,11 @@ import os
 import pytest
 
 from condor_cloud.api.auth import Credentials
+from condor_cloud.cloud import User
 from condor_cloud.errors import ParameterError
 from condor_cloud.profiles import parse_profiles
-from condor_cloud.states import (FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
-                                     instance_state)
+from condor_cloud.states import (ERROR, FINISH, PENDING, RUNNING, STOPPED, STOPPING, allowed_actions,
+                                 instance_state)
 from condor_cloud.errors import CloudError
 
 
@@ -42,7 +43,11 @@ def test_a_bad_profile_setting_says_how_to_write_it():
     ({"JobStatus": 2, "CloudVMState": "RUNNING"}, RUNNING),
     ({"JobStatus": 2, "CloudVMState": "RUNNING", "CloudRequest": "1:stop"}, STOPPING),
     ({"JobStatus": 2, "CloudVMState": "STOPPING"}, STOPPING),
-    ({"JobStatus": 5}, STOPPED),
+    ({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 1}, STOPPED),
+    ({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 2}, ERROR),
+    ({"JobStatus": 5, "HoldReasonCode": 27}, ERROR),
+    ({"JobStatus": 5, "HoldReasonCode": 1, "HoldReasonSubCode": 1}, ERROR),
+    ({"JobStatus": 5}, ERROR),
     ({"JobStatus": 3}, FINISH),
     ({"JobStatus": 4}, FINISH),
 ])
@@ -53,13 +58,14 @@ def test_states_follow_job_status_and_vm_state(ad, state):
 def test_actions_follow_the_state():
     assert allowed_actions(RUNNING) == ["reboot", "stop", "destroy"]
     assert allowed_actions(STOPPED) == ["start", "destroy"]
+    assert allowed_actions(ERROR) == ["start", "destroy"]
     assert allowed_actions(FINISH) == []
 
 
 @pytest.fixture
 def creds(tmp_path):
     f = tmp_path / "creds"
-    f.write_text("# users\nadmin:s3cret\n")
+    f.write_text("# users\nadmin:s3cret admin\nalice:a:b:c\n")
     os.chmod(f, 0o600)
     return Credentials.load(f)
 
@@ -69,7 +75,8 @@ def basic(user, password):
 
 
 def test_good_credentials_name_the_user(creds):
-    assert creds.check(basic("admin", "s3cret")) == "admin"
+    assert creds.check(basic("admin", "s3cret")) == User("admin", admin=True)
+    assert creds.check(basic("alice", "a:b:c")) == User("alice", admin=False)
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer x", "Basic !!!", basic("admin", "wrong"),
@@ -95,8 +102,71 @@ def test_a_credentials_file_readable_by_others_is_refused(tmp_path):
         Credentials.load(f)
 
 
-def test_csrf_tokens_are_per_user(creds):
-    token = creds.csrf_token("admin")
-    assert creds.csrf_ok("admin", token)
-    assert not creds.csrf_ok("other", token)
-    assert not creds.csrf_ok("admin", None)
+@pytest.mark.parametrize("text,message", [
+    ("admin\n", "NAME:PASSWORD"), ("admin:\n", "NAME:PASSWORD"), ("ad min:x\n", "NAME:PASSWORD"),
+    ("al/ice:x\n", "NAME:PASSWORD"), ("alice:pass word\n", "no blanks"), ("alice:x superuser\n", "superuser"),
+    ("alice:x\nalice:y\n", "named twice"), ("# nobody\n", "names no user"),
+])
+def test_a_bad_credentials_line_says_how_to_write_it(text, message):
+    with pytest.raises(CloudError, match=message):
+        Credentials.parse(text)
+
+
+def test_sessions_are_signed_and_expire(creds):
+    alice = User("alice")
+    cookie = creds.session(alice, now=1000)
+    assert creds.check_session(cookie, now=2000) == alice
+    assert creds.check_session(cookie, now=1000 + 13 * 3600) is None
+    name, expiry, signature = cookie.split(":")
+    assert creds.check_session(f"admin:{expiry}:{signature}", now=2000) is None
+    assert creds.check_session(f"alice:{int(expiry) + 1}:{signature}", now=2000) is None
+
+
+def test_changing_the_file_ends_every_session(creds):
+    cookie = creds.session(User("alice"), now=1000)
+    assert Credentials.parse("admin:s3cret admin\nalice:new\n").check_session(cookie, now=2000) is None
+
+
+def test_csrf_tokens_are_per_session(creds):
+    token = creds.csrf_token("alice:1:sig")
+    assert creds.csrf_ok("alice:1:sig", token)
+    assert not creds.csrf_ok("alice:2:sig", token)
+    assert not creds.csrf_ok("basic:alice", token)
+    assert not creds.csrf_ok("alice:1:sig", None)
+
+
+# -- where the server listens -------------------------------------------------------------
+
+def test_loopback_needs_no_tls():
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    assert tls_options(Settings(), "127.0.0.1") == {} and tls_options(Settings(), "::1") == {}
+
+
+@pytest.mark.parametrize("address", ["198.18.0.2", "0.0.0.0", "::", "api.example.org"])
+def test_the_network_without_tls_is_refused_unless_allowed(address):
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    with pytest.raises(CloudError, match="without TLS.*CONDOR_CLOUD_API_TLS_CERTIFICATE"):
+        tls_options(Settings(), address)
+    assert tls_options(Settings.from_params({"CONDOR_CLOUD_API_ALLOW_PLAIN_HTTP": "True"}), address) == {}
+
+
+def test_tls_takes_a_certificate_and_a_key(tmp_path):
+    from condor_cloud.api.server import tls_options
+    from condor_cloud.settings import Settings
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    settings = Settings(api_tls_certificate=str(tmp_path / "c.pem"), api_tls_key=str(tmp_path / "k.pem"))
+    assert tls_options(settings, "198.18.0.2") == {"ssl_certfile": str(tmp_path / "c.pem"),
+                                                   "ssl_keyfile": str(tmp_path / "k.pem")}
+    with pytest.raises(CloudError, match="both"):
+        tls_options(Settings(api_tls_certificate=str(tmp_path / "c.pem")), "198.18.0.2")
+    with pytest.raises(CloudError, match="no such file"):
+        tls_options(Settings(api_tls_certificate="/nope.pem", api_tls_key=str(tmp_path / "k.pem")), "127.0.0.1")
+
+
+def test_a_boolean_knob_says_what_it_takes():
+    from condor_cloud.settings import Settings
+    with pytest.raises(CloudError, match="true or false"):
+        Settings.from_params({"CONDOR_CLOUD_API_ALLOW_PLAIN_HTTP": "maybe"})

@@ -27,9 +27,10 @@ def test_user_typed_strings_with_backslashes_or_line_breaks_are_refused_with_a_r
         user_attributes(name=text, owner="admin")
 
 
-def test_user_attributes_cover_name_owner_and_user_data():
-    attrs = user_attributes(name="web", owner="admin", user_data="aGk=")
-    assert attrs == {"CloudName": '"web"', "CloudOwner": '"admin"', "CloudUserData": '"aGk="'}
+def test_user_attributes_are_submit_commands_for_name_owner_and_user_data():
+    attrs = user_attributes(name="web $(Owner)", owner="admin", user_data="aGk=")
+    assert attrs == {"My.CloudName": '"web $(DOLLAR)(Owner)"', "My.CloudOwner": '"admin"',
+                     "My.CloudUserData": '"aGk="'}
 
 
 def test_new_macs_avoid_taken_ones():

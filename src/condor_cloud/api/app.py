@@ -1,329 +1,523 @@
-"""The REST shim: routes, content negotiation, authentication and errors."""
+"""The Deltacloud API over the cloud core: one endpoint per route shape, authentication,
+content negotiation and errors. Endpoints hold only HTTP; every call into the core runs
+in a worker thread with a deadline, so nothing blocks the event loop."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from http import HTTPStatus
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import anyio
 from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.endpoints import HTTPEndpoint
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.formparsers import MultiPartException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from condor_cloud.api import html, render
-from condor_cloud.api.auth import Credentials
-from condor_cloud.cloud import REALMS, Cloud
+from condor_cloud.api import html
+from condor_cloud.api import representations as R
+from condor_cloud.api.auth import SESSION_COOKIE, SESSION_SECONDS, ApiAuthentication, ApiUser, Credentials
+from condor_cloud.api.links import Links
+from condor_cloud.api.middleware import ApiMiddleware, from_browser
+from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
+from condor_cloud.cloud import REALMS, Cloud, User
 from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError, Unavailable
+from condor_cloud.images import Image, ImageFacts, virtual_size
+from condor_cloud.states import FINISH, RUNNING, STOPPING
 
 log = logging.getLogger("condor-cloud.api")
 
-XML, JSON, HTML = "application/xml", "application/json", "text/html"
-FORMATS = {"xml": XML, "json": JSON, "html": HTML}
-ACCEPT = {"application/xml": XML, "text/xml": XML, "application/json": JSON, "text/html": HTML,
-          "application/xhtml+xml": HTML, "*/*": HTML}
 STATUS = {ParameterError: 400, NotFound: 404, NotAllowed: 405, Unavailable: 502}
+# Routes outside PUBLIC: no credentials, 401 (or, for a browser, the login form).
+authenticated = requires("authenticated", status_code=401)
 ACTIONS = ("stop", "start", "reboot", "destroy")
-MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_TIMEOUT = 10.0
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+# -- per request -------------------------------------------------------------------------
+
+def links(request: Request) -> Links:
+    return Links(str(request.base_url).rstrip("/") + "/api")
 
 
-def browser_form(request: Request, fmt: str) -> bool:
-    """Is this a form a browser posted from our HTML page (answered with a redirect)?"""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return fmt == HTML and kind in ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+def answer_format(request: Request) -> str:
+    try:
+        return negotiate(request.query_params.get("format"), request.headers.get("accept"))
+    except NotAcceptable as e:
+        raise HTTPException(406, str(e)) from None
 
 
-def negotiate(request: Request) -> str:
-    fmt = request.query_params.get("format")
-    if fmt:
-        if fmt not in FORMATS:
-            raise HTTPError(406, f"format={fmt} is not offered; use xml, json or html")
-        return FORMATS[fmt]
-    accept = request.headers.get("accept")
-    if not accept:
-        return XML
-    for item in accept.split(","):
-        kind = item.split(";")[0].strip().lower()
-        if kind in ACCEPT:
-            return ACCEPT[kind]
-    raise HTTPError(406, f"cannot answer Accept: {accept}; ask for application/xml, application/json "
-                         "or text/html")
+def who(request: Request) -> User:
+    return request.user.user
 
 
-class Api:
-    def __init__(self, cloud: Cloud, credentials: Credentials):
-        self.cloud, self.credentials = cloud, credentials
+def page(request: Request) -> html.Page:
+    user = request.scope.get("user")
+    if not isinstance(user, ApiUser):
+        return html.Page(links(request))
+    return html.Page(links(request), user.user, request.app.state.credentials.csrf_token(user.proof))
 
-    # -- plumbing ------------------------------------------------------------------
-    def links(self, request: Request) -> render.Links:
-        return render.Links(str(request.base_url).rstrip("/") + "/api")
 
-    def user(self, request: Request) -> str:
-        user = self.credentials.check(request.headers.get("authorization"))
-        if user is None:
-            raise HTTPError(401, "authentication required: send HTTP Basic credentials of a condor-cloud "
-                                 "API user", {"WWW-Authenticate": 'Basic realm="condor-cloud"'})
-        return user
+def respond(request: Request, rep: R.Representation, status: int = 200, headers: dict | None = None) -> Response:
+    fmt = answer_format(request)
+    if fmt == XML:
+        body, media = R.xml_document(rep.xml(links(request))), XML
+    elif fmt == JSON:
+        body, media = json.dumps(rep.json(links(request))), JSON
+    else:
+        body, media = rep.html(page(request)), "text/html; charset=utf-8"
+    headers = dict(headers or {})
+    if status in (200, 201):
+        headers["ETag"] = '"%s"' % hashlib.md5(body.encode()).hexdigest()
+    return Response(body, status, headers=headers, media_type=media)
 
-    async def params(self, request: Request) -> dict[str, str]:
-        params = dict(request.query_params)
-        if request.method in ("POST", "DELETE", "PUT") and request.headers.get("content-type"):
-            try:
-                form = await request.form()
-            except Exception:
-                raise HTTPError(400, "the request body is not a form (application/x-www-form-urlencoded "
-                                     "or multipart/form-data)") from None
-            for k, v in form.items():
-                params[k] = v if isinstance(v, str) else (await v.read()).decode(errors="replace")
-        for k, v in params.items():
-            if "\0" in k or "\0" in v:
-                raise HTTPError(400, f"parameter {k!r} contains a NUL byte")
-        return params
 
-    def check_csrf(self, request: Request, user: str, params: dict[str, str], fmt: str) -> None:
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            raise HTTPError(403, f"cross-site request from {origin} refused")
-        # Only a form can be sent cross-site without the browser asking first
-        # (CORS), so an HTML form post must carry the token of the page it came from.
-        if browser_form(request, fmt) and not self.credentials.csrf_ok(user, params.get("csrf_token")):
-            raise HTTPError(403, "the form's csrf_token is missing or stale; reload the page and retry")
+def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+    try:
+        fmt = answer_format(request)
+    except HTTPException:
+        fmt = XML
+    rep = R.ErrorRep(status, message, str(request.url))
+    if fmt == XML:
+        return Response(R.xml_document(rep.xml(links(request))), status, headers, media_type=XML)
+    if fmt == JSON:
+        return Response(json.dumps(rep.json(links(request))), status, headers, media_type=JSON)
+    return Response(rep.html(page(request)), status, headers, media_type="text/html; charset=utf-8")
 
-    def respond(self, request: Request, fmt: str, status: int, xml: Callable[[], Any], js: Callable[[], Any],
-                page: Callable[[], str], headers: dict | None = None) -> Response:
-        if fmt == XML:
-            body, media = render.xml_document(xml()), XML
-        elif fmt == JSON:
-            body, media = json.dumps(js()), JSON
-        else:
-            body, media = page(), "text/html; charset=utf-8"
-        headers = dict(headers or {})
-        if status in (200, 201):
-            headers["ETag"] = '"%s"' % hashlib.md5(body.encode()).hexdigest()
-        return Response(body, status, headers=headers, media_type=media)
 
-    def html_redirect(self, target: str) -> Response:
-        return RedirectResponse(target + "?format=html", status_code=303)
+async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool = False,
+              changes: bool = False) -> Any:
+    """FN(*ARGS) in a worker thread: the core's calls block (file systems, HTCondor's worker
+    processes), the event loop must not. A read waits at most the API's timeout; a change is
+    never abandoned (its answer must say what happened), and each of its HTCondor calls is
+    bounded by the same timeout in the worker processes."""
+    state = request.app.state
+    kind = "files" if files else "condor"
+    limiter = state.limiters.get(kind)
+    if limiter is None:  # made on first use: a limiter belongs to the running event loop
+        limiter = state.limiters[kind] = anyio.CapacityLimiter(10 if files else 40)
+    call = functools.partial(fn, *args)
+    if changes:
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
+    try:
+        with anyio.fail_after(state.timeout + 1):
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
+    except TimeoutError:
+        what = "the shared_images file system" if files else "HTCondor"
+        raise Unavailable(f"{what} did not answer within {state.timeout:g} s; try again later") from None
 
-    # -- routes --------------------------------------------------------------------------
-    async def entry(self, request: Request) -> Response:
-        fmt = negotiate(request)
-        if request.query_params.get("force_auth"):
-            self.user(request)
-        links = self.links(request)
-        return self.respond(request, fmt, 200, lambda: render.api_xml(links), lambda: render.api_json(links),
-                            lambda: html.simple_page("condor-cloud", [(n, links(n)) for n in render.COLLECTIONS],
-                                                     links))
 
-    async def drivers(self, request: Request) -> Response:
-        fmt = negotiate(request)
-        links = self.links(request)
-        one = request.path_params.get("id")
-        if one not in (None, render.DRIVER):
-            raise NotFound(f"no driver {one!r}")
+def browser_navigation(request: Request) -> bool:
+    """A person's browser asking for a page (it is sent to the login form, never asked for Basic
+    credentials, so a browser never holds credentials that a hostile page could make it send)."""
+    mode = request.headers.get("sec-fetch-mode")
+    return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
 
-        def page() -> str:
-            return html.simple_page("Drivers", [(render.DRIVER, "Condor")], links)
-        if one:
-            return self.respond(request, fmt, 200, lambda: render.driver_xml(links),
-                                lambda: {"driver": render.driver_json(links)}, page)
-        return self.respond(request, fmt, 200, lambda: render.collection("drivers", [render.driver_xml(links)]),
-                            lambda: {"drivers": [render.driver_json(links)]}, page)
 
-    async def profiles(self, request: Request) -> Response:
-        fmt, _ = negotiate(request), self.user(request)
-        links, profiles = self.links(request), self.cloud.profiles
-        one = request.path_params.get("id")
-        if one is not None:
-            if one not in profiles:
-                raise NotFound(f"no hardware profile {one!r}; use one of {', '.join(profiles)}")
-            p = profiles[one]
-            return self.respond(request, fmt, 200, lambda: render.profile_xml(p, links),
-                                lambda: {"hardware_profile": render.profile_json(p, links)},
-                                lambda: html.simple_page(p.id, [(x.name, x.describe()) for x in p.properties], links))
+def local_target(value: str | None, request: Request, default: str) -> str:
+    """VALUE if it is a URL of this API (where a form sends the browser next), else DEFAULT."""
+    parts, base = urlsplit(value or ""), urlsplit(links(request)())
+    ours = (parts.scheme, parts.netloc) in (("", ""), (base.scheme, base.netloc))
+    if value and ours and parts.path.startswith(base.path) and "\\" not in value:
+        return value
+    return default
 
-        return self.respond(request, fmt, 200,
-                            lambda: render.collection("hardware_profiles",
-                                                      [render.profile_xml(p, links) for p in profiles.values()]),
-                            lambda: {"hardware_profiles": [render.profile_json(p, links) for p in profiles.values()]},
-                            lambda: html.simple_page("Hardware profiles", [
-                                (p.id, "; ".join(x.describe() for x in p.properties)) for p in profiles.values()], links))
 
-    async def realms(self, request: Request) -> Response:
-        fmt, _ = negotiate(request), self.user(request)
-        links = self.links(request)
-        one = request.path_params.get("id")
-        if one is not None:
-            if one not in REALMS:
-                raise NotFound(f"no realm {one!r}; the realm is {REALMS[0]}")
-            return self.respond(request, fmt, 200, lambda: render.realm_xml(one, links),
-                                lambda: {"realm": render.realm_json(one, links)},
-                                lambda: html.simple_page(one, [("state", "AVAILABLE")], links))
+async def read_form(request: Request) -> FormData:
+    """The form in the body (urlencoded or multipart; nothing for other bodies)."""
+    try:
+        return await request.form()
+    except (MultiPartException, ValueError) as e:  # python-multipart's errors are ValueErrors
+        raise ParameterError(f"the request body is not a well-formed form ({e}); send "
+                             "application/x-www-form-urlencoded or multipart/form-data") from None
 
-        return self.respond(request, fmt, 200,
-                            lambda: render.collection("realms", [render.realm_xml(r, links) for r in REALMS]),
-                            lambda: {"realms": [render.realm_json(r, links) for r in REALMS]},
-                            lambda: html.simple_page("Realms", [(r, "AVAILABLE") for r in REALMS], links))
 
-    async def images(self, request: Request) -> Response:
-        fmt, user = negotiate(request), self.user(request)
-        links, profiles = self.links(request), list(self.cloud.profiles)
-        one = request.path_params.get("id")
-        if one is not None:
-            image = self.cloud.image(one)
-            return self.respond(request, fmt, 200, lambda: render.image_xml(image, links, profiles),
-                                lambda: {"image": render.image_json(image, links, profiles)},
-                                lambda: html.images_page([image], profiles, links, self.credentials.csrf_token(user)))
-        images = self.cloud.images()
+async def changes(request: Request) -> dict[str, str]:
+    """The parameters of a request that changes something: query string, then form body.
+    A browser's request must carry the CSRF token of the page it came from (cross-site
+    ones never get here: the middleware refuses them)."""
+    params = dict(request.query_params)
+    for key, value in (await read_form(request)).multi_items():
+        params[key] = value if isinstance(value, str) else (await value.read()).decode(errors="replace")
+    for key, value in params.items():
+        if "\0" in key or "\0" in value:
+            raise ParameterError(f"parameter {key!r} contains a NUL byte")
+    user = request.user
+    if (user.via_session or from_browser(request.headers)) and \
+            not request.app.state.credentials.csrf_ok(user.proof, params.get("csrf_token")):
+        raise HTTPException(403, "the form's csrf_token is missing or stale; reload the page and retry")
+    return params
 
-        return self.respond(request, fmt, 200,
-                            lambda: render.collection("images", [render.image_xml(i, links, profiles) for i in images]),
-                            lambda: {"images": [render.image_json(i, links, profiles) for i in images]},
-                            lambda: html.images_page(images, profiles, links, self.credentials.csrf_token(user)))
 
-    async def instances(self, request: Request) -> Response:
-        fmt, user = negotiate(request), self.user(request)
-        links = self.links(request)
-        if request.method == "POST":
-            params = await self.params(request)
-            self.check_csrf(request, user, params, fmt)
-            instance = self.cloud.create(params, user)
-            log.info("%s created instance %s of %s", user, instance.id, instance.image_id)
-            if browser_form(request, fmt):
-                return self.html_redirect(links("instances"))
-            return self.respond(request, fmt, 201, lambda: render.instance_xml(instance, links),
-                                lambda: {"instance": render.instance_json(instance, links)},
-                                lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)),
-                                headers={"Location": links("instances", instance.id)})
-        found = self.cloud.instances()
+def after_form(request: Request, params: dict[str, str], default: str) -> Response | None:
+    """Where a browser goes after its form was carried out (a redirect), or None for API clients."""
+    if from_browser(request.headers) and answer_format(request) == HTML:
+        return RedirectResponse(local_target(params.get("next"), request, default), status_code=303)
+    return None
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+def route(path: str, endpoint: type[HTTPEndpoint]) -> Route:
+    """A route serving the methods ENDPOINT defines (GET also answers HEAD)."""
+    methods = [m.upper() for m in ("get", "post", "delete") if hasattr(endpoint, m)]
+    return Route(path, endpoint, methods=methods)
+
+
+class Root(HTTPEndpoint):
+    async def get(self, request: Request) -> Response:
+        return RedirectResponse(links(request)())
+
+
+class EntryPoint(HTTPEndpoint):
+    async def get(self, request: Request) -> Response:
+        answer_format(request)
+        if request.query_params.get("force_auth") and not request.user.is_authenticated:
+            raise HTTPException(401)
+        return respond(request, R.EntryPoint())
+
+
+class DriverList(HTTPEndpoint):
+    async def get(self, request: Request) -> Response:
+        return respond(request, R.Drivers())
+
+
+class DriverShow(HTTPEndpoint):
+    async def get(self, request: Request) -> Response:
+        if request.path_params["id"] != R.DRIVER:
+            raise NotFound(f"no driver {request.path_params['id']!r}; the driver is {R.DRIVER}")
+        return respond(request, R.Drivers(one=True))
+
+
+class ProfileList(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        return respond(request, R.HardwareProfiles(list(request.app.state.cloud.profiles.values())))
+
+
+class ProfileShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        profiles, pid = request.app.state.cloud.profiles, request.path_params["id"]
+        if pid not in profiles:
+            raise NotFound(f"no hardware profile {pid!r}; use one of {', '.join(profiles)}")
+        return respond(request, R.HardwareProfileRep(profiles[pid]))
+
+
+class RealmList(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        return respond(request, R.Realms())
+
+
+class RealmShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        realm = request.path_params["id"]
+        if realm not in REALMS:
+            raise NotFound(f"no realm {realm!r}; the realm is {REALMS[0]}")
+        return respond(request, R.RealmRep(realm))
+
+
+def _images(cloud: Cloud, image_id: str | None = None) -> list[tuple[Image, ImageFacts]]:
+    images = [cloud.image(image_id)] if image_id is not None else cloud.images()
+    return [(i, cloud.facts(i)) for i in images]
+
+
+async def _keys_for_page(request: Request) -> list:
+    """The user's keys, for a page's launch forms (none for the other formats)."""
+    if answer_format(request) != HTML:
+        return []
+    return await run(request, request.app.state.cloud.keys.list, who(request).name, files=True)
+
+
+class ImageList(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        cloud: Cloud = request.app.state.cloud
+        images = await run(request, _images, cloud, files=True)
+        return respond(request, R.Images(images, list(cloud.profiles.values()), await _keys_for_page(request)))
+
+
+class ImageShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        cloud: Cloud = request.app.state.cloud
+        [(image, facts)] = await run(request, _images, cloud, request.path_params["id"], files=True)
+        return respond(request, R.ImageRep(image, facts, list(cloud.profiles.values()),
+                                           await _keys_for_page(request)))
+
+
+class InstanceList(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        found = await run(request, request.app.state.cloud.instances, who(request))
         if request.query_params.get("id"):
             found = [i for i in found if i.id == request.query_params["id"]]
         if request.query_params.get("state"):
             found = [i for i in found if i.state.lower() == request.query_params["state"].lower()]
+        return respond(request, R.Instances(found))
 
-        return self.respond(request, fmt, 200,
-                            lambda: render.collection("instances", [render.instance_xml(i, links) for i in found]),
-                            lambda: {"instances": [render.instance_json(i, links) for i in found]},
-                            lambda: html.instances_page(found, links, self.credentials.csrf_token(user)))
+    @authenticated
+    async def post(self, request: Request) -> Response:
+        params = await changes(request)
+        user = who(request)
+        instance = await run(request, request.app.state.cloud.create, params, user.name, changes=True)
+        log.info("%s created instance %s of %s", user.name, instance.id, instance.image_id)
+        return after_form(request, params, links(request)("instances") + "?format=html") or \
+            respond(request, R.InstanceRep(instance), 201, {"Location": links(request)("instances", instance.id)})
 
-    async def instance(self, request: Request) -> Response:
-        fmt, user = negotiate(request), self.user(request)
-        iid = request.path_params["id"]
-        params = await self.params(request) if request.method != "GET" else {}
-        method = params.get("_method", request.method).upper()
-        if method == "DELETE":
-            return await self._act(request, fmt, user, iid, "destroy", params)
-        if method != "GET":
-            raise HTTPError(405, f"{method} is not allowed on an instance; use GET, DELETE or POST .../ACTION")
-        links = self.links(request)
-        instance = self.cloud.instance(iid)
-        return self.respond(request, fmt, 200, lambda: render.instance_xml(instance, links),
-                            lambda: {"instance": render.instance_json(instance, links)},
-                            lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)))
 
-    async def action(self, request: Request) -> Response:
-        fmt, user = negotiate(request), self.user(request)
+async def act(request: Request, iid: str, action: str, params: dict[str, str]) -> Response:
+    user = who(request)
+    instance = await run(request, request.app.state.cloud.act, iid, action, user, changes=True)
+    log.info("%s: %s instance %s", user.name, action, iid)
+    redirect = after_form(request, params, links(request)("instances", iid) + "?format=html")
+    if redirect:
+        return redirect
+    if instance is None:
+        return Response(status_code=204)
+    return respond(request, R.InstanceRep(instance), 202)
+
+
+class InstanceShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        cloud: Cloud = request.app.state.cloud
+        iid, user = request.path_params["id"], who(request)
+        instance = await run(request, cloud.instance, iid, user)
+        if answer_format(request) != HTML or instance.state not in (RUNNING, STOPPING):
+            return respond(request, R.InstanceRep(instance))
+        try:
+            console, note = await run(request, cloud.console, iid, user, 16 * 1024), ""
+        except Unavailable as e:
+            console, note = None, str(e)
+        return respond(request, R.InstanceRep(instance, console, note))
+
+    @authenticated
+    async def delete(self, request: Request) -> Response:
+        return await act(request, request.path_params["id"], "destroy", await changes(request))
+
+    @authenticated
+    async def post(self, request: Request) -> Response:
+        """HTML forms can only POST: _method=delete destroys."""
+        params = await changes(request)
+        method = params.get("_method", "POST").upper()
+        if method != "DELETE":
+            raise HTTPException(405, f"{method} is not allowed on an instance; use GET, DELETE or POST .../ACTION")
+        return await act(request, request.path_params["id"], "destroy", params)
+
+
+class InstanceAction(HTTPEndpoint):
+    @authenticated
+    async def post(self, request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ACTIONS:
             raise NotFound(f"no action {action!r}; instances offer {', '.join(ACTIONS)}")
-        return await self._act(request, fmt, user, request.path_params["id"], action, await self.params(request))
-
-    async def _act(self, request: Request, fmt: str, user: str, iid: str, action: str, params: dict) -> Response:
-        self.check_csrf(request, user, params, fmt)
-        links = self.links(request)
-        instance = self.cloud.act(iid, action)
-        log.info("%s: %s instance %s", user, action, iid)
-        if browser_form(request, fmt):
-            return self.html_redirect(links("instances"))
-        if instance is None:
-            return Response(status_code=204)
-        return self.respond(request, fmt, 202, lambda: render.instance_xml(instance, links),
-                            lambda: {"instance": render.instance_json(instance, links)},
-                            lambda: html.instances_page([instance], links, self.credentials.csrf_token(user)))
-
-    async def instance_states(self, request: Request) -> Response:
-        fmt, _ = negotiate(request), self.user(request)
-        links = self.links(request)
-        return self.respond(request, fmt, 200, render.states_xml, lambda: {"states": render.states_json()},
-                            lambda: html.simple_page("Instance states", [
-                                (s["name"], ", ".join(t["to"] for t in s["transitions"])) for s in render.states_json()],
-                                links))
+        return await act(request, request.path_params["id"], action, await changes(request))
 
 
-def create_app(cloud: Cloud, credentials: Credentials) -> Starlette:
-    api = Api(cloud, credentials)
-    routes = [
-        Route("/", lambda r: RedirectResponse("/api"), methods=["GET"]),
-        Route("/api", api.entry, methods=["GET"]),
-        Route("/api/drivers", api.drivers, methods=["GET"]),
-        Route("/api/drivers/{id}", api.drivers, methods=["GET"]),
-        Route("/api/hardware_profiles", api.profiles, methods=["GET"]),
-        Route("/api/hardware_profiles/{id}", api.profiles, methods=["GET"]),
-        Route("/api/realms", api.realms, methods=["GET"]),
-        Route("/api/realms/{id}", api.realms, methods=["GET"]),
-        Route("/api/images", api.images, methods=["GET"]),
-        Route("/api/images/{id:path}", api.images, methods=["GET"]),
-        Route("/api/instances", api.instances, methods=["GET", "POST"]),
-        Route("/api/instances/{id}", api.instance, methods=["GET", "POST", "DELETE"]),
-        Route("/api/instances/{id}/{action}", api.action, methods=["POST"]),
-        Route("/api/instance_states", api.instance_states, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes)
+class KeyList(HTTPEndpoint):
+    """The user's SSH keys; a create makes a key pair (the answer holds its private half,
+    once) or, given public_key, imports one."""
 
-    def error(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
-        try:
-            fmt = negotiate(request)
-        except HTTPError:
-            fmt = XML
-        headers = {**(headers or {})}
-        if fmt == JSON:
-            return Response(json.dumps(render.error_json(status, message)), status, headers, media_type=JSON)
-        if fmt == HTML:
-            return Response(html.simple_page(f"Error {status}", [("message", message)], api.links(request)),
-                            status, headers, media_type="text/html; charset=utf-8")
-        return Response(render.xml_document(render.error_xml(status, message, str(request.url))), status,
-                        headers, media_type=XML)
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        keys = await run(request, request.app.state.cloud.keys.list, who(request).name, files=True)
+        return respond(request, R.Keys(keys))
 
-    async def on_http_error(request: Request, exc: HTTPError) -> Response:
-        return error(request, exc.status, exc.message, exc.headers)
-
-    async def on_cloud_error(request: Request, exc: CloudError) -> Response:
-        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
-        if status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc)
-        return error(request, status, str(exc))
-
-    async def on_starlette_error(request: Request, exc: HTTPException) -> Response:
-        message = {404: f"no such resource: {request.url.path}; start at /api",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return error(request, exc.status_code, message)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error(request, 500, "internal error; the API's log (stderr/journal) has the details")
-
-    app.add_exception_handler(HTTPError, on_http_error)
-    app.add_exception_handler(CloudError, on_cloud_error)
-    app.add_exception_handler(HTTPException, on_starlette_error)
-    app.add_exception_handler(Exception, on_unexpected)
-
-    async def deltacloud_headers(request: Request, call_next):
-        if sum(len(k) + len(v) for k, v in request.headers.items()) > MAX_HEADER_BYTES:
-            response = error(request, 431, "request headers are too large")
+    @authenticated
+    async def post(self, request: Request) -> Response:
+        params = await changes(request)
+        user, store = who(request), request.app.state.cloud.keys
+        if not params.get("name"):
+            raise ParameterError("name is required: the name of the new key")
+        if params.get("public_key"):
+            key = await run(request, store.import_key, user.name, params["name"], params["public_key"],
+                            files=True, changes=True)
+            pem = None
         else:
-            response = await call_next(request)
-        response.headers["Server"] = f"Apache-Deltacloud/{render.API_VERSION}"
-        response.headers["X-Deltacloud-Driver"] = render.DRIVER
+            key, pem = await run(request, store.create, user.name, params["name"], files=True, changes=True)
+        log.info("%s %s key %s", user.name, "made" if pem else "imported", key.name)
+        if pem is None:
+            redirect = after_form(request, params, links(request)("keys") + "?format=html")
+            if redirect:
+                return redirect
+        return respond(request, R.KeyRep(key, pem), 201, {"Location": links(request)("keys", key.name)})
+
+
+class KeyShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        key = await run(request, request.app.state.cloud.keys.get, who(request).name, request.path_params["id"],
+                        files=True)
+        return respond(request, R.KeyRep(key))
+
+    async def _delete(self, request: Request, params: dict[str, str]) -> Response:
+        user, name = who(request), request.path_params["id"]
+        await run(request, request.app.state.cloud.keys.delete, user.name, name, files=True, changes=True)
+        log.info("%s deleted key %s", user.name, name)
+        return after_form(request, params, links(request)("keys") + "?format=html") or Response(status_code=204)
+
+    @authenticated
+    async def delete(self, request: Request) -> Response:
+        return await self._delete(request, await changes(request))
+
+    @authenticated
+    async def post(self, request: Request) -> Response:
+        """HTML forms can only POST: _method=delete deletes."""
+        params = await changes(request)
+        if params.get("_method", "POST").upper() != "DELETE":
+            raise HTTPException(405, "POST is not allowed on a key; use GET or DELETE")
+        return await self._delete(request, params)
+
+
+class InstanceStates(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        return respond(request, R.InstanceStates())
+
+
+def _volumes(cloud: Cloud, user: User) -> list[R.Volume]:
+    sizes = {i.id: virtual_size(i) for i in cloud.images()}
+    return [R.Volume(i, sizes.get(i.image_id)) for i in cloud.instances(user) if i.state != FINISH]
+
+
+class VolumeList(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        return respond(request, R.StorageVolumes(await run(request, _volumes, request.app.state.cloud, who(request))))
+
+
+class VolumeShow(HTTPEndpoint):
+    @authenticated
+    async def get(self, request: Request) -> Response:
+        vid = request.path_params["id"]
+        found = [v for v in await run(request, _volumes, request.app.state.cloud, who(request)) if v.id == vid]
+        if not found:
+            raise NotFound(f"no storage volume {vid!r}; each instance's disk is disk-INSTANCE_ID")
+        return respond(request, R.StorageVolumeRep(found[0]))
+
+
+class NodeList(HTTPEndpoint):
+    """The pool's nodes, for admins (not a Deltacloud collection)."""
+
+    @authenticated
+    @requires("admin", status_code=403)
+    async def get(self, request: Request) -> Response:
+        cloud: Cloud = request.app.state.cloud
+        nodes = await run(request, cloud.nodes)
+        return respond(request, R.Nodes(nodes, await run(request, cloud.instances, who(request))))
+
+
+class Login(HTTPEndpoint):
+    """The console's login form: a session cookie (SameSite=Strict, HttpOnly) instead of
+    Basic credentials, which browsers would send to this API from any site."""
+
+    async def get(self, request: Request) -> Response:
+        target = local_target(request.query_params.get("next"), request, links(request)("instances") + "?format=html")
+        return Response(html.login_page(page(request), target), media_type="text/html; charset=utf-8")
+
+    async def post(self, request: Request) -> Response:
+        form = await read_form(request)
+        name, password = str(form.get("user", "")), str(form.get("password", ""))
+        target = local_target(str(form.get("next", "")), request, links(request)("instances") + "?format=html")
+        user = request.app.state.credentials.check_password(name, password)
+        if user is None:
+            log.warning("failed login for %r from %s", name, request.client.host if request.client else "?")
+            return Response(html.login_page(page(request), target, "Wrong user or password."), 401,
+                            media_type="text/html; charset=utf-8")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(SESSION_COOKIE, request.app.state.credentials.session(user), max_age=SESSION_SECONDS,
+                            path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        log.info("%s logged in", user.name)
         return response
 
-    app.add_middleware(BaseHTTPMiddleware, dispatch=deltacloud_headers)
+
+class Logout(HTTPEndpoint):
+    async def post(self, request: Request) -> Response:
+        response = RedirectResponse(links(request)("login"), status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")
+        return response
+
+
+ROUTES = [
+    route("/", Root),
+    route("/api", EntryPoint),
+    route("/api/login", Login),
+    route("/api/logout", Logout),
+    route("/api/drivers", DriverList),
+    route("/api/drivers/{id}", DriverShow),
+    route("/api/hardware_profiles", ProfileList),
+    route("/api/hardware_profiles/{id}", ProfileShow),
+    route("/api/realms", RealmList),
+    route("/api/realms/{id}", RealmShow),
+    route("/api/images", ImageList),
+    route("/api/images/{id:path}", ImageShow),
+    route("/api/instances", InstanceList),
+    route("/api/instances/{id}", InstanceShow),
+    route("/api/instances/{id}/{action}", InstanceAction),
+    route("/api/instance_states", InstanceStates),
+    route("/api/keys", KeyList),
+    route("/api/keys/{id}", KeyShow),
+    route("/api/storage_volumes", VolumeList),
+    route("/api/storage_volumes/{id}", VolumeShow),
+    route("/api/nodes", NodeList),
+]
+# Routes a client may use before it has credentials (as in Deltacloud), and the login form.
+PUBLIC = {"/", "/api", "/api/drivers", "/api/drivers/{id}", "/api/login", "/api/logout"}
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 401:
+        if browser_navigation(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(links(request)("login") + "?next=" + quote(target, safe=""), status_code=303)
+        return error_response(request, 401, "authentication required: send HTTP Basic credentials of a "
+                                            "condor-cloud API user",
+                              {"WWW-Authenticate": 'Basic realm="condor-cloud"'})
+    if exc.detail != HTTPStatus(status).phrase:  # a message of ours
+        message = str(exc.detail)
+    else:  # the router's 404 and 405, and requires()'s 403
+        message = {404: f"no such resource: {request.url.path}; start at /api",
+                   405: f"{request.method} is not allowed on {request.url.path}",
+                   403: "only an admin of the cloud may see this"}.get(status, str(exc.detail))
+    return error_response(request, status, message, dict(exc.headers or {}))
+
+
+async def on_cloud_error(request: Request, exc: Exception) -> Response:
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(request, status, str(exc))
+
+
+def create_app(cloud: Cloud, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT,
+               max_body: int = 256 * 1024) -> Starlette:
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(ApiMiddleware, server=f"Apache-Deltacloud/{R.API_VERSION}", driver=R.DRIVER,
+                       max_body=max_body, error=error_response),
+            Middleware(AuthenticationMiddleware, backend=ApiAuthentication(credentials)),
+        ],
+        exception_handlers={HTTPException: on_http_error, CloudError: on_cloud_error},
+    )
+    app.state.cloud, app.state.credentials, app.state.timeout = cloud, credentials, timeout
+    app.state.limiters = {}
     return app

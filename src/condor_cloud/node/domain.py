@@ -20,6 +20,7 @@ class Disk(XMLModel):
     source_file: str | None = xml("source/@file")
     target_dev: str | None = xml("target/@dev")
     target_bus: str | None = xml("target/@bus")
+    readonly: bool = xml("readonly", False)
 
 
 @dataclass
@@ -29,6 +30,15 @@ class BridgeInterface(XMLModel):
     mac: str | None = xml("mac/@address")
     bridge: str | None = xml("source/@bridge")
     model: str | None = xml("model/@type")
+
+
+@dataclass
+class Channel(XMLModel):
+    """A virtio-serial channel; libvirt picks the socket on the node."""
+    TAG = "channel"
+    type: str | None = xml("@type")
+    target_type: str | None = xml("target/@type")
+    target_name: str | None = xml("target/@name")
 
 
 @dataclass
@@ -56,15 +66,16 @@ class Domain(XMLModel):
     on_poweroff: str | None = xml("on_poweroff")
     on_reboot: str | None = xml("on_reboot")
     on_crash: str | None = xml("on_crash")
-    devices: list = children("devices", Disk, BridgeInterface, SerialLog)
+    devices: list = children("devices", Disk, BridgeInterface, Channel, SerialLog)
 
 
 def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
-                    disk: str, bridge: str, mac: str, console_log: str) -> Domain:
-    """The domain of one instance: its qcow2 overlay on virtio, a virtio NIC on the bridge,
-    the first serial port appended to a log file (O_APPEND, so the wrapper may truncate it
-    under QEMU), ACPI so it can be shut down cleanly. A crashed guest is gone (its job sees
-    the guest off), as is one that powers off."""
+                    disk: str, seed: str, bridge: str, mac: str, console_log: str) -> Domain:
+    """The domain of one instance: its qcow2 overlay on virtio, its NoCloud seed as a read-only
+    virtio drive, a virtio NIC on the bridge, a channel for a guest agent (which tells libvirt
+    the guest's addresses where the image runs one), the first serial port appended to a log
+    file (O_APPEND, so the wrapper may truncate it under QEMU), ACPI so it can be shut down
+    cleanly. A crashed guest is gone (its job sees the guest off), as is one that powers off."""
     return Domain(
         type=domain_type, name=name, memory_mib=memory_mib, memory_unit="MiB", vcpus=vcpus,
         os_type="hvm", arch="x86_64", boot_dev="hd", acpi=True,
@@ -72,6 +83,9 @@ def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
         devices=[
             Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2", source_file=disk,
                  target_dev="vda", target_bus="virtio"),
+            Disk(type="file", device="disk", driver_name="qemu", driver_type="raw", source_file=seed,
+                 target_dev="vdb", target_bus="virtio", readonly=True),
             BridgeInterface(type="bridge", mac=mac, bridge=bridge, model="virtio"),
+            Channel(type="unix", target_type="virtio", target_name="org.qemu.guest_agent.0"),
             SerialLog(type="file", path=console_log, append="on"),
         ])

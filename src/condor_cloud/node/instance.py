@@ -15,6 +15,7 @@ from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError, JobAdError
 from condor_cloud.filecopy import write_atomic
 from condor_cloud.images import check_image_id
+from condor_cloud.node.seed import GuestData, guest_data_from_ad
 
 DOMAIN_PREFIX = "condor-cloud-"
 MAC_RE = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")
@@ -30,6 +31,7 @@ class InstanceSpec:
     vcpus: int
     mac: str
     name: str
+    guest: GuestData  # what its NoCloud seed tells the guest
     disk_node: str | None = None  # CloudDiskNode when the job was matched: where its latest disk is
     request_serial: int = 0       # the serial of CloudRequest when this run began: requests up to it are done
 
@@ -58,8 +60,9 @@ class InstanceSpec:
         mac = need(A.MAC, str).lower()
         if not MAC_RE.fullmatch(mac):
             raise JobAdError(f"{A.MAC} = {mac!r} is not a MAC of the form 52:54:00:xx:xx:xx")
-        name, disk_node = ad.get(A.NAME), ad.get(A.DISK_NODE)
-        return cls(key, job_id, image_id, memory, vcpus, mac, name if isinstance(name, str) else key,
+        name = ad.get(A.NAME) if isinstance(ad.get(A.NAME), str) else ""
+        disk_node = ad.get(A.DISK_NODE)
+        return cls(key, job_id, image_id, memory, vcpus, mac, name or key, guest_data_from_ad(ad, mac, name),
                    disk_node=disk_node if isinstance(disk_node, str) and disk_node else None,
                    request_serial=A.parse_request(ad.get(A.REQUEST))[0])
 
@@ -98,6 +101,10 @@ class InstanceFiles:
     @property
     def disk(self) -> Path:
         return self.dir / "disk.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed.iso"
 
     @property
     def console(self) -> Path:

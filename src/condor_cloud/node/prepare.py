@@ -14,6 +14,7 @@ from condor_cloud.images import find_image
 from condor_cloud.node.cache import ImageCache
 from condor_cloud.node.guest import Host
 from condor_cloud.node.instance import InstanceFiles, InstanceSpec, domain_name, entries_in_use
+from condor_cloud.node.seed import write_seed
 from condor_cloud.qemu_img import check_standalone, create_overlay
 from condor_cloud.settings import Settings
 
@@ -26,9 +27,11 @@ def node_cache(settings: Settings) -> ImageCache:
 
 
 def prepare(spec: InstanceSpec, files: InstanceFiles, settings: Settings, here: str) -> None:
-    """Make sure the instance has a disk on this node (HERE): its own, if it has one here and
-    its latest disk is not on another node, or a new overlay on the image's cached copy."""
+    """Make sure the instance has its seed and a disk on this node (HERE): its own, if it has
+    one here and its latest disk is not on another node, or a new overlay on the image's
+    cached copy."""
     files.record_job(spec.job_id)
+    write_seed(files.seed, spec.guest)
     cache = node_cache(settings)
     if files.disk.exists():
         if spec.disk_node in (None, here):

@@ -38,7 +38,7 @@ import classad2
 
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError
-from condor_cloud.node.addresses import discover, lease_file, neighbour_table
+from condor_cloud.node.addresses import AddressSource, address_sources, discover
 from condor_cloud.node.chirp import Chirp, JobAd
 from condor_cloud.node.console import ConsoleCopy
 from condor_cloud.node.domain import instance_domain
@@ -70,6 +70,7 @@ class Wrapper:
         self.shutdown_by: str | None = None  # "request" or "signal", once a shutdown has begun
         self.shutdown_deadline = 0.0
         self.addresses: list[str] = []
+        self.address_sources: list[AddressSource] = []  # made by start()
         self.last_request = spec.request_serial  # requests up to this serial were carried out earlier
 
     # -- libvirt -----------------------------------------------------------
@@ -84,9 +85,14 @@ class Wrapper:
             name=self.spec.domain_name,
             domain_type=self.host.domain_type(self.settings.domain_type),
             memory_mib=self.spec.memory_mib, vcpus=self.spec.vcpus,
-            disk=str(self.files.disk), bridge=self.settings.bridge, mac=self.spec.mac,
+            disk=str(self.files.disk), seed=str(self.files.seed), bridge=self.settings.bridge, mac=self.spec.mac,
             console_log=str(self.files.console))
         self.guest = self.host.start(domain)
+        network = self.spec.guest.network
+        self.address_sources = address_sources(
+            self.settings.address_sources, assigned=network.address.partition("/")[0] if network else "",
+            dhcp_range=self.settings.dhcp_range, leases=self.settings.dhcp_leases,
+            libvirt=self.guest.interface_addresses)
         log.info("instance %s: started domain %s (%s)", self.spec.key, self.spec.domain_name, domain.type)
 
     # -- lifecycle ---------------------------------------------------------
@@ -132,10 +138,7 @@ class Wrapper:
             self.carry_out(action)
 
     def check_addresses(self) -> None:
-        sources = {"leases": lease_file(self.settings.dhcp_leases),
-                   "neighbours": neighbour_table(),
-                   "libvirt": self.guest.interface_addresses}
-        found = discover(self.spec.mac, [sources[s] for s in self.settings.address_sources if s in sources])
+        found = discover(self.spec.mac, self.address_sources)
         if found and found != self.addresses:
             self.addresses = found
             log.info("instance %s: guest address %s", self.spec.key, ", ".join(found))
