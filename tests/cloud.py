@@ -11,7 +11,7 @@ from typing import Callable
 import classad2
 import requests
 
-from condor_cloud.cloud import Cloud
+from condor_cloud.cloud import OPERATOR, Cloud
 from condor_cloud.jobattrs import parse_request
 from condor_cloud.node.instance import InstanceFiles, instance_key
 from condor_cloud.settings import Settings
@@ -77,7 +77,7 @@ class InstanceHandle:
 
     def start(self) -> None:
         """Start the stopped instance, as the API does (the cloud core's start)."""
-        cloud(self.schedd).act(self.id, "start")
+        cloud(self.schedd).act(self.id, "start", OPERATOR)
 
     def free_to_move(self) -> None:
         """Drop the on_host clause it was submitted with: any node may run it now."""

@@ -9,6 +9,7 @@ import pytest
 
 from cloud import (CACHE, HELD, RUNNING, Instances, backing_file, cloud, domain_names, publish_image, undefined,
                    wait_page)
+from condor_cloud.cloud import OPERATOR
 from condor_cloud.states import STOPPING, instance_state
 from harness import Testbed, wait_for
 
@@ -38,7 +39,7 @@ def failed_start(testbed: Testbed, instances: Instances):
         failed = instance.wait(lambda a: a["JobStatus"] == HELD and a.get("NumJobStarts", 0) >= 2,
                                "the start to fail", timeout=120)
         disk_kept = files.disk.exists()
-        shown = cloud(instance.schedd).instance(instance.id)
+        shown = cloud(instance.schedd).instance(instance.id, OPERATOR)
     finally:
         fault.unlink()
     instance.start()
@@ -52,8 +53,8 @@ def test_a_failed_start_keeps_the_stopped_instances_disk(failed_start):
 
 def test_the_instance_shows_why_it_could_not_start(failed_start):
     failed, _, shown, _ = failed_start
-    assert shown.state == "STOPPED"
-    assert "no-such-br" in failed["HoldReason"] and "no-such-br" in shown.hold_reason
+    assert shown.state == "ERROR" and "start" in shown.actions
+    assert "no-such-br" in failed["HoldReason"] and "no-such-br" in shown.state_reason
 
 
 def test_a_later_start_boots_the_same_disk(failed_start):
@@ -99,7 +100,7 @@ def destroyed(instances: Instances):
     stopped.wait_held("the stop")
     dirs = {"stopped": stopped.files()[1], "stopping": stopping.files()[1]}
     stopping.request("stop")
-    assert cloud(stopping.schedd).instance(stopping.id).state == STOPPING
+    assert cloud(stopping.schedd).instance(stopping.id, OPERATOR).state == STOPPING
     for instance in (stopped, stopping):
         instance.act("Remove")
     for instance in (stopped, stopping):

@@ -12,8 +12,7 @@ import logging
 from condor_cloud.errors import CloudError
 from condor_cloud.images import find_image
 from condor_cloud.node.cache import ImageCache
-from condor_cloud.node.guest import Host
-from condor_cloud.node.instance import InstanceFiles, InstanceSpec, domain_name, entries_in_use
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, entries_in_use
 from condor_cloud.node.seed import write_seed
 from condor_cloud.qemu_img import check_standalone, create_overlay
 from condor_cloud.settings import Settings
@@ -50,12 +49,3 @@ def prepare(spec: InstanceSpec, files: InstanceFiles, settings: Settings, here: 
     check_standalone(cached, image.format)
     create_overlay(cached, image.format, files.disk)
     log.info("instance %s: disk %s on cached image %s", spec.key, files.disk, cached.name)
-
-
-def destroy_leftover(key: str, settings: Settings) -> None:
-    """Destroy the instance's domain if it outlived its wrapper; its files stay."""
-    host = Host(settings.libvirt_uri, attempts=10)
-    try:
-        host.guest(domain_name(key)).destroy()
-    finally:
-        host.close()

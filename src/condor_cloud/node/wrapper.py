@@ -43,8 +43,7 @@ from condor_cloud.node.chirp import Chirp, JobAd
 from condor_cloud.node.console import ConsoleCopy
 from condor_cloud.node.domain import instance_domain
 from condor_cloud.node.guest import Guest, Host
-from condor_cloud.node.instance import InstanceFiles, InstanceSpec, this_node
-from condor_cloud.node.prepare import destroy_leftover
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, domain_name, this_node
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud")
@@ -201,6 +200,15 @@ class Wrapper:
         log.info("instance %s: guest is off (%s)", self.spec.key, how)
         self.stopped()
         return A.EXIT_STOPPED if self.shutdown_by else A.EXIT_POWERED_OFF
+
+
+def destroy_leftover(key: str, settings: Settings) -> None:
+    """Destroy the instance's domain if it outlived its wrapper; its files stay."""
+    host = Host(settings.libvirt_uri, attempts=10)
+    try:
+        host.guest(domain_name(key)).destroy()
+    finally:
+        host.close()
 
 
 def main() -> int:
