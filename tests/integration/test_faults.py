@@ -468,11 +468,12 @@ def test_the_returning_node_runs_no_domain_of_the_moved_instance(node_died, libv
 def address_less(testbed: Testbed, instances: Instances):
     """An instance on node1 whose address is never found (node1 looks only in an empty lease file):
     how often the wrapper opens that file in 20 s, a minute after the guest started."""
-    empty = testbed.state / "dhcp" / "empty.leases"
+    empty = testbed.path("node1", "/var/tmp/empty.leases")  # readable by the wrapper, unlike the real one
     empty.write_text("")
+    empty.chmod(0o644)
     config = testbed.path("node1", "/etc/condor/config.d/95-test-no-address.conf")
     config.write_text("CONDOR_CLOUD_ADDRESS_SOURCES = leases\n"
-                      "CONDOR_CLOUD_DHCP_LEASES = /var/lib/misc/empty.leases\n")
+                      "CONDOR_CLOUD_DHCP_LEASES = /var/tmp/empty.leases\n")
     opens = Opens(empty)
     instance = instances.submit(on_host="node1")
     started = time.monotonic()
