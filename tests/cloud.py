@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import classad2
 import requests
 
+from condor_cloud.cloud import OPERATOR, Cloud
 from condor_cloud.jobattrs import parse_request
 from condor_cloud.node.instance import InstanceFiles, instance_key
+from condor_cloud.settings import Settings
 from condor_cloud.submit import instance_description, new_mac
 from harness import Testbed, wait_for
 
@@ -19,69 +24,132 @@ CACHE = "/var/lib/condor-cloud/local_cache"
 HELD, RUNNING, REMOVED = 5, 2, 3
 
 
+class InstanceHandle:
+    """One instance job, as a test sees it: its live ad, waiting for conditions, requests, its files
+    on the node (after ornithology's ClusterHandle)."""
+
+    def __init__(self, schedd, testbed: Testbed, cluster: int, requirements: str = ""):
+        self.schedd, self.testbed, self.cluster = schedd, testbed, cluster
+        self.requirements = requirements  # as submitted, before any on_host clause
+
+    def __repr__(self) -> str:
+        return f"<instance {self.id}>"
+
+    @property
+    def id(self) -> str:
+        return f"{self.cluster}.0"
+
+    @property
+    def constraint(self) -> str:
+        return f"ClusterId == {self.cluster}"
+
+    @property
+    def ad(self) -> dict | None:
+        """The job ad in the schedd now; None once the job has left the queue."""
+        ads = self.schedd.query(self.constraint, [])
+        return dict(ads[0]) if ads else None
+
+    def wait(self, condition: Callable[[dict], object], what: str, timeout: float = 90) -> dict:
+        """The job ad, once CONDITION holds for it."""
+        def check():
+            ad = self.ad
+            return ad if ad is not None and condition(ad) else None
+        return wait_for(check, timeout, f"instance {self.id}: {what}")
+
+    def wait_gone(self, timeout: float = 60) -> None:
+        wait_for(lambda: self.ad is None, timeout, f"instance {self.id} to leave the queue")
+
+    def wait_running(self, what: str = "its domain to start", timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and ad.get("CloudVMState") == "RUNNING",
+                         what, timeout)
+
+    def wait_address(self, timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad.get("JobStatus") == RUNNING and not undefined(ad.get("CloudAddresses")),
+                         "the guest's address", timeout)
+
+    def wait_held(self, what: str = "a hold", timeout: float = 90) -> dict:
+        return self.wait(lambda ad: ad["JobStatus"] == HELD, what, timeout)
+
+    def act(self, action: str, reason: str = "test") -> None:
+        """A condor action on the job: Remove, Hold, Release..."""
+        import htcondor2
+        self.schedd.act(getattr(htcondor2.JobAction, action), self.constraint, reason=(reason, 0))
+
+    def start(self) -> None:
+        """Start the stopped instance, as the API does (the cloud core's start)."""
+        cloud(self.schedd).act(self.id, "start", OPERATOR)
+
+    def free_to_move(self) -> None:
+        """Drop the on_host clause it was submitted with: any node may run it now."""
+        self.schedd.edit(self.constraint, "Requirements", self.requirements)
+
+    def request(self, action: str) -> None:
+        """Ask the running instance for ACTION through its job ad, as the API does."""
+        import htcondor2
+        serial, _ = parse_request(self.ad.get("CloudRequest"))
+        # One edit; SetDirty: the schedd forwards it to the running job.
+        self.schedd.edit(self.constraint, "CloudRequest", f'"{serial + 1}:{action}"',
+                         flags=htcondor2.TransactionFlag.SetDirty)
+
+    def files(self, ad: dict | None = None) -> tuple[str, InstanceFiles]:
+        """The node holding the instance's disk (by AD, the live ad by default), and its files there."""
+        ad = ad or self.ad
+        node = ad["CloudDiskNode"].split(".")[0]
+        key = instance_key(ad["GlobalJobId"])
+        return node, InstanceFiles(self.testbed.path(node, f"{INSTANCES}/{key}"))
+
+
 class Instances:
     """Submits instance jobs as the API does; removes what is left at the end."""
 
     def __init__(self, testbed: Testbed, schedd):
         self.testbed, self.schedd = testbed, schedd
-        self.clusters: list[int] = []
+        self.launched: list[InstanceHandle] = []
 
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
-               lease: int = 1200) -> int:
+               lease: int = 1200) -> InstanceHandle:
         import htcondor2
         # logs: /tmp exists on this host (where submit checks it) and on the master.
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
                                     logs="/tmp", lease=lease)
+        requirements = desc["requirements"]
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
         self.schedd.reschedule()  # as the API does
-        self.clusters.append(cluster)
-        return cluster
-
-    def ad(self, cluster: int) -> dict | None:
-        ads = self.schedd.query(f"ClusterId == {cluster}", [])
-        return dict(ads[0]) if ads else None
-
-    def wait(self, cluster: int, condition, what: str, timeout: float = 90) -> dict:
-        def check():
-            ad = self.ad(cluster)
-            return ad if ad is not None and condition(ad) else None
-        return wait_for(check, timeout, f"job {cluster}: {what}")
-
-    def wait_gone(self, cluster: int, timeout: float = 60) -> None:
-        wait_for(lambda: self.ad(cluster) is None, timeout, f"job {cluster} to leave the queue")
-
-    def wait_running(self, cluster: int, what: str = "its domain to start", timeout: float = 90) -> dict:
-        return self.wait(cluster, lambda ad: ad.get("CloudVMState") == "RUNNING", what, timeout)
-
-    def wait_address(self, cluster: int, timeout: float = 90) -> dict:
-        return self.wait(cluster, lambda ad: ad.get("CloudAddresses"), "the guest's address", timeout)
-
-    def act(self, action: str, cluster: int, reason: str = "test") -> None:
-        import htcondor2
-        self.schedd.act(getattr(htcondor2.JobAction, action), f"ClusterId == {cluster}", reason=(reason, 0))
-
-    def request(self, cluster: int, action: str) -> None:
-        """Ask the running instance for ACTION through its job ad, as the API does."""
-        import htcondor2
-        serial, _ = parse_request(self.ad(cluster).get("CloudRequest"))
-        # One edit; SetDirty: the schedd forwards it to the running job.
-        self.schedd.edit(f"ClusterId == {cluster}", "CloudRequest", f'"{serial + 1}:{action}"',
-                         flags=htcondor2.TransactionFlag.SetDirty)
-
-    def files(self, ad: dict) -> tuple[str, InstanceFiles]:
-        """The node running (or last running) the job, and the instance's files there."""
-        node = ad["CloudDiskNode"].split(".")[0]
-        key = instance_key(ad["GlobalJobId"])
-        return node, InstanceFiles(self.testbed.path(node, f"{INSTANCES}/{key}"))
+        handle = InstanceHandle(self.schedd, self.testbed, cluster, requirements)
+        self.launched.append(handle)
+        return handle
 
     def remove_all(self) -> None:
         import htcondor2
-        if self.clusters:
-            self.schedd.act(htcondor2.JobAction.Remove, " || ".join(f"ClusterId == {c}" for c in self.clusters))
-            for c in self.clusters:
-                wait_for(lambda: self.ad(c) is None or self.ad(c)["JobStatus"] == REMOVED, 120, "removal")
+        if self.launched:
+            self.schedd.act(htcondor2.JobAction.Remove, " || ".join(i.constraint for i in self.launched))
+            for i in self.launched:
+                wait_for(lambda: (ad := i.ad) is None or ad["JobStatus"] == REMOVED, 120, "removal")
+
+
+def cloud(schedd) -> Cloud:
+    """The cloud core (what the API and CLI use) on the testbed's schedd."""
+    return Cloud(Settings(), {}, schedd_factory=lambda: schedd)
+
+
+def undefined(value: object) -> bool:
+    """Is a job attribute's value (from a query) unset: missing, undefined or empty?"""
+    return value is None or value == "" or isinstance(value, classad2.Value)
+
+
+def domain_names(conn) -> list[str]:
+    return [d.name() for d in conn.listAllDomains()]
+
+
+def backing_file(disk: Path) -> str:
+    """The backing file a qcow2 overlay names (from its header)."""
+    with open(disk, "rb") as f:
+        header = f.read(20)
+        offset, size = struct.unpack(">QI", header[8:20])
+        f.seek(offset)
+        return f.read(size).decode()
 
 
 def cloud_jobs(schedd) -> list[int]:
@@ -115,12 +183,18 @@ def wait_page(address: str, contains: str, timeout: float = 60) -> str:
                     f"the guest at {address} to serve {contains!r}")
 
 
-def publish_image(testbed: Testbed, prefix: str) -> str:
-    """Publish a copy of the test guest under a new name starting with PREFIX, the way admins
-    do; the image id."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}.img"
+def publish_image(testbed: Testbed, prefix: str, files: dict[str, str] | None = None,
+                  name: str | None = None) -> str:
+    """Publish a copy of the test guest under a new name starting with PREFIX (or as NAME,
+    replacing what was published under it) the way admins do, with FILES added to its disk
+    (BOOTS: the boot counter to start from; FLOOD: bytes to write to the console); the image id."""
+    name = name or f"{prefix}-{uuid.uuid4().hex[:8]}.img"
     shared = testbed.state / "shared_images"
     shutil.copyfile(testbed.guest_image, shared / "staging" / name)
+    for file, text in (files or {}).items():
+        (testbed.path("master", "/tmp") / file).write_text(text)
+        testbed.run("master", "mcopy", "-o", "-i", f"/var/lib/condor-cloud/shared_images/staging/{name}",
+                    f"/tmp/{file}", f"::/{file}")
     os.rename(shared / "staging" / name, shared / name)
     return name
 

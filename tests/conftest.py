@@ -69,14 +69,37 @@ def schedd(testbed: Testbed, collector):
     return FreshSchedd(collector, testbed.master_fqdn)
 
 
+class LibvirtConns(dict):
+    """A libvirt connection to each host that runs VMs, by host name; made again when a test has
+    restarted that host's libvirtd (or the whole host)."""
+
+    def __init__(self, testbed: Testbed):
+        super().__init__()
+        self.testbed = testbed
+
+    def __getitem__(self, name: str):
+        import libvirt
+        conn = self.get(name)
+        try:
+            alive = conn is not None and conn.isAlive() == 1
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            conn = libvirt.open(self.testbed.libvirt_uri(name))
+            self[name] = conn
+        return conn
+
+
 @pytest.fixture(scope="session")
 def libvirt_conns(testbed: Testbed):
     """A libvirt connection to every host that runs VMs, by host name."""
-    import libvirt
-    conns = {h.name: libvirt.open(testbed.libvirt_uri(h.name)) for h in testbed.vm_hosts}
+    conns = LibvirtConns(testbed)
     yield conns
     for conn in conns.values():
-        conn.close()
+        try:
+            conn.close()
+        except Exception:  # a connection to a libvirtd that is gone
+            pass
 
 
 def api_session(testbed: Testbed, user: str, password: str):
@@ -85,6 +108,15 @@ def api_session(testbed: Testbed, user: str, password: str):
     s.auth = (testbed.env[user], testbed.env[password])
     s.base = testbed.env["CONDOR_CLOUD_API_URL"]
     return s
+
+
+@pytest.fixture(scope="module")
+def instances(testbed: Testbed, schedd):
+    """Submits instance jobs as the API does (handles: tests/cloud.py); removes them after the module."""
+    from cloud import Instances
+    inst = Instances(testbed, schedd)
+    yield inst
+    inst.remove_all()
 
 
 @pytest.fixture(scope="session")

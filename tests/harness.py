@@ -28,6 +28,32 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
+class Opens:
+    """Counts the times a file is opened (inotify), from creation until close()."""
+    IN_OPEN = 0x20
+
+    def __init__(self, path: Path):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK)
+        if self.fd < 0 or self._libc.inotify_add_watch(self.fd, str(path).encode(), self.IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {path}")
+
+    def count(self) -> int:
+        """Opens since the last count."""
+        n = 0
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return n
+            while data:  # struct inotify_event: wd, mask, cookie, len, name[len]
+                n += 1
+                data = data[16 + int.from_bytes(data[12:16], "little"):]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def state_dir() -> Path:
     """The testbed's runtime state directory, as the testbed scripts name it (CONDOR_SERIES picks one)."""
     done = subprocess.run(["bash", "-c", 'source "$1/testbed/lib.sh" && echo "$STATE_DIR"', "-", REPO],
@@ -106,12 +132,35 @@ class Testbed:
                 continue
         return found
 
+    def daemons(self, name: str) -> list[int]:
+        """PIDs of host NAME's condor_master (by its pidfile) and everything under it, parents first."""
+        master = int(self.path(name, "/run/condor/condor_master.pid").read_text())
+        children: dict[int, list[int]] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+        tree, todo = [], [master]
+        while todo:
+            pid = todo.pop(0)
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
     def path(self, name: str, path: str) -> Path:
         """PATH inside host NAME's root, as seen from the test process."""
         return Path(f"/proc/{self.keeper_pid(name)}/root{self.state}/hosts/{name}/root{path}")
 
     def libvirt_uri(self, name: str) -> str:
         return f"qemu+unix:///system?socket={self.state}/hosts/{name}/run-libvirt/libvirt-sock"
+
+    def cable(self, name: str, action: str) -> None:
+        """Unplug host NAME from the LAN, or plug it back in (testbed/cable)."""
+        subprocess.run([REPO / "testbed" / "cable", name, action], check=True, capture_output=True)
 
     def run(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run CMD inside host NAME (its namespaces and root)."""

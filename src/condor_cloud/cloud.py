@@ -528,9 +528,10 @@ class Cloud:
         if action == "start":
             def start(s):  # the stop request is done: keep its serial, drop its action
                 s.edit(constraint, A.REQUEST, literal(A.request_value(serial, "")))
-                # and the last run's VM state, so the instance is PENDING (not STOPPING) until
-                # its new wrapper reports
-                s.edit(constraint, A.VM_STATE, literal(""))
+                for attr in (A.VM_STATE, A.ADDRESSES):  # the last run's, until the wrapper reports
+                    s.edit(constraint, attr, literal(None))
+                if instance.node:  # its disk is kept there: it starts there
+                    s.edit(constraint, A.PINNED_NODE, literal(instance.node))
                 s.act(htcondor2.JobAction.Release, constraint)
                 s.reschedule()
             self._call("start the instance", start)

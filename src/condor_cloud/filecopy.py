@@ -80,3 +80,10 @@ def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None 
             progress(size - done)
         fout.truncate(size)
         os.fsync(fout.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace PATH's contents with TEXT at once: readers see the old or the new text, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

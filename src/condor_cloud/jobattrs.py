@@ -31,11 +31,16 @@ it to the running job) while the instance runs:
                             with every request and the wrapper carries out each
                             serial once. One attribute, so a request is one edit.
 
-Reported by the node (chirp):
-  CloudVMState      string  RUNNING, STOPPING, STOPPED: the last state its wrapper reported
-  CloudAddresses    string  the guest's IPv4 addresses, comma separated
-  CloudDiskNode     string  the node (Machine) holding the instance's disk; a
-                            stopped instance starts again there
+Reported by the node (chirp; a report the shadow does not take is retried):
+  CloudVMState      string  RUNNING, STOPPING, STOPPED: the last state its wrapper
+                            reported (reset to undefined by start)
+  CloudAddresses    string  the guest's IPv4 addresses, comma separated (undefined
+                            while the guest is not running)
+  CloudDiskNode     string  the node (Machine) holding the instance's latest disk
+  CloudPinnedNode   string  the node the instance must start on, because its disk is
+                            kept there on purpose: set when the guest stops or a start
+                            fails (and by the API's start, from CloudDiskNode), cleared
+                            once the guest runs again
   CloudDomain       string  the libvirt domain name on that node
   CloudError        string  why the instance could not start (the hold reason says it too)
 
@@ -68,6 +73,7 @@ REQUEST = "CloudRequest"
 VM_STATE = "CloudVMState"
 ADDRESSES = "CloudAddresses"
 DISK_NODE = "CloudDiskNode"
+PINNED_NODE = "CloudPinnedNode"
 DOMAIN = "CloudDomain"
 ERROR = "CloudError"
 
@@ -80,9 +86,11 @@ CACHE_FREE_MIB = "CloudCacheFreeMiB"
 LIBVIRT_OK = "CloudLibvirtOK"
 
 # -- how an instance ends a run -----------------------------------------------------
-# The wrapper's exit code when the guest was shut down by a stop request; the
-# job's on_exit_hold turns it into a hold (the STOPPED state).
+# The wrapper's exit codes when the guest was shut down by a stop request, and
+# when it powered itself off; the job's on_exit_hold turns both into a hold
+# (the STOPPED state), with the disk kept for the next start.
 EXIT_STOPPED = 3
+EXIT_POWERED_OFF = 5
 STOPPED_HOLD_SUBCODE = 1
 # The wrapper's exit code when the instance could not be started; the reason
 # is in CloudError, and the job's on_exit_hold makes it the hold reason.

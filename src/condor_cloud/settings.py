@@ -37,6 +37,10 @@ class Settings:
     # FIRST-LAST: the addresses the LAN's DHCP server hands out, which nodes
     # probe for guests that take their address by DHCP (empty: no probing).
     dhcp_range: str = ""
+    # The node's reconciler reads the schedd's queue with the token in this
+    # directory (owned by condor, mode 0700): one made with
+    # condor_token_create -authz READ, so it can read and nothing else.
+    reconciler_tokens: Path = Path("/etc/condor/condor-cloud-tokens.d")
 
     # -- the master: the API -------------------------------------------------
     # FIRST-LAST/PREFIX: addresses the cloud assigns to instances itself

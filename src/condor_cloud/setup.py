@@ -30,6 +30,11 @@ API_ADMIN = "admin"
 
 POOL_KEY = "/etc/condor/passwords.d/POOL"
 DAEMON_TOKEN = "/etc/condor/tokens.d/condor"
+# The node's reconciler: its token's file in CONDOR_CLOUD_RECONCILER_TOKENS, identity and scope.
+CONDOR_USER = "condor"
+RECONCILER_TOKEN = "queue-reader"
+RECONCILER_IDENTITY = "condor-cloud-reconciler"
+READ_SCOPE = "condor:/READ"
 SITE_CONFIG = "/etc/condor/config.d/25-condor-cloud-site.conf"
 NODE_CONFIG = "/etc/condor/config.d/20-condor-cloud-node.conf"
 NODE_TEMPLATE = "/usr/share/condor-cloud/20-condor-cloud-node.conf"
@@ -168,16 +173,21 @@ def pool_key(m: Machine, role: str, master: str) -> Outcome:
     return Outcome(step, DONE, f"created {POOL_KEY} (root, mode 0600)")
 
 
-def token_identity(token: str) -> str | None:
-    """The identity (subject) an IDTOKEN names, or None if TOKEN is not one."""
+def token_claims(token: str) -> dict:
+    """The claims of an IDTOKEN ({} if TOKEN is not one); its signature is the daemons' to check."""
     parts = token.strip().split(".")
     if len(parts) != 3:
-        return None
+        return {}
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (binascii.Error, ValueError):
-        return None
-    return claims.get("sub") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_identity(token: str) -> str | None:
+    """The identity (subject) an IDTOKEN names, or None if TOKEN is not one."""
+    return token_claims(token).get("sub")
 
 
 def daemon_token(m: Machine, uid_domain: str, new_key: bool) -> Outcome:
@@ -202,10 +212,44 @@ def daemon_token(m: Machine, uid_domain: str, new_key: bool) -> Outcome:
     return Outcome(step, DONE, f"created {DAEMON_TOKEN} for {identity}")
 
 
-def reconciler_credential() -> Outcome:
-    """The node reconciler's READ-limited token for the schedd (the node-safety work).
-    Its identity and file come with that design; until it lands there is nothing to make."""
-    return Outcome("reconciler credential", OK, "none needed by this version (no node reconciler installed)")
+def reconciler_credential(m: Machine, settings: Settings, uid_domain: str, new_key: bool) -> Outcome:
+    """The token the node's reconciler (the startd cron, run as condor) reads the schedd's queue
+    with: an IDTOKEN limited to READ, readable by condor alone (made again when the pool key is
+    NEW_KEY, or when the one there is not exactly that)."""
+    step = "reconciler credential"
+    identity = f"{RECONCILER_IDENTITY}@{uid_domain}"
+    path = str(settings.reconciler_tokens / RECONCILER_TOKEN)
+    condor = m.ids(CONDOR_USER)
+    if condor is None:
+        return Outcome(step, MISSING, f"there is no user {CONDOR_USER} to read {path}",
+                       "install HTCondor (the condor package), then run this again")
+    claims = token_claims(m.path(path).read_text(errors="replace")) if m.path(path).exists() else {}
+    if claims.get("sub") == identity and claims.get("scope") == READ_SCOPE and not new_key:
+        if _owned(m, str(settings.reconciler_tokens), 0o700, condor) | _owned(m, path, 0o600, condor):
+            return Outcome(step, DONE, f"{path} for {identity} (READ only): made {CONDOR_USER}'s alone")
+        return Outcome(step, OK, f"{path} for {identity} (READ only, {CONDOR_USER}'s alone)")
+    if not m.path(POOL_KEY).exists():
+        return Outcome(step, MISSING, f"{path} needs the pool signing key first",
+                       "get the pool signing key (above), then run this again")
+    made = m.run(["condor_token_create", "-identity", identity, "-authz", "READ"])
+    if made.returncode != 0 or token_identity(made.stdout) != identity:
+        return Outcome(step, MISSING, f"condor_token_create failed: {last_line(made.stderr)}",
+                       "check that HTCondor is installed and the pool signing key is readable by root")
+    m.path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _owned(m, str(settings.reconciler_tokens), 0o700, condor)
+    m.write(path, made.stdout.strip() + "\n", 0o600, CONDOR_USER)
+    return Outcome(step, DONE, f"created {path} for {identity} (READ only, {CONDOR_USER}'s alone)")
+
+
+def _owned(m: Machine, path: str, mode: int, ids: tuple[int, int]) -> bool:
+    """Make PATH (which exists) owned by IDS with MODE; True if that changed anything."""
+    p = m.path(path)
+    st = p.stat()
+    if (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, *ids):
+        return False
+    os.chown(p, *ids)
+    os.chmod(p, mode)
+    return True
 
 
 def api_credentials(m: Machine, settings: Settings) -> tuple[Outcome, str | None]:
@@ -352,7 +396,7 @@ def setup_master(m: Machine, settings: Settings, *, host: str, uid_domain: str) 
         site,
         key,
         daemon_token(m, uid_domain, new_key=not had_key),
-        reconciler_credential(),
+        reconciler_credential(m, settings, uid_domain, new_key=not had_key),
         credentials,
         api_user_outside_libvirt(m),
         instances_libvirt(m, settings),
@@ -370,7 +414,7 @@ def setup_node(m: Machine, settings: Settings, *, master: str, uid_domain: str) 
         node_role(m),
         pool_key(m, "node", master),
         daemon_token(m, uid_domain, new_key=False),
-        reconciler_credential(),
+        reconciler_credential(m, settings, uid_domain, new_key=False),
         instances_libvirt(m, settings),
         serial_console(m),
         bridge(m, settings),

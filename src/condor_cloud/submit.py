@@ -82,20 +82,26 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
         f"My.{A.MAC}": literal(mac),
         f"My.{A.HARDWARE_PROFILE}": literal(hardware_profile),
         f"My.{A.REALM}": literal(realm),
-        # Nodes that run condor-cloud and have a working libvirt; a stopped
-        # instance starts again on the node that holds its disk.
+        # Nodes that run condor-cloud and have a working libvirt; an instance
+        # whose disk is kept on a node on purpose (stopped, or a failed start)
+        # starts again only there.
         "requirements": (f"TARGET.{A.HAS_CONDOR_CLOUD} =?= true && TARGET.{A.LIBVIRT_OK} =!= false && "
-                         f"(MY.{A.DISK_NODE} =?= undefined || TARGET.Machine == MY.{A.DISK_NODE})"),
+                         f"(MY.{A.PINNED_NODE} =?= undefined || TARGET.Machine == MY.{A.PINNED_NODE})"),
         # Prefer nodes that already cache the image.
         "rank": f"ifThenElse(member(MY.{A.IMAGE}, TARGET.{A.CACHED_IMAGES}) =?= true, 1, 0)",
         "job_max_vacate_time": "90",
         # Running instances outlive a schedd restart, and instances of a
         # dead node are started again, after this long.
         "job_lease_duration": str(int(lease)),
-        "on_exit_hold": f"ExitCode =?= {A.EXIT_STOPPED} || ExitCode =?= {A.EXIT_FAILED}",
+        # A run ends with the guest off; the instance is then held (STOPPED)
+        # with its disk kept, and only destroy (condor_rm) ends it.
+        "on_exit_hold": f"ExitCode =?= {A.EXIT_STOPPED} || ExitCode =?= {A.EXIT_POWERED_OFF} || "
+                        f"ExitCode =?= {A.EXIT_FAILED}",
         "on_exit_hold_reason": (f'ifThenElse(ExitCode =?= {A.EXIT_STOPPED}, '
-                                f'"Stopped on request; start the instance to boot it again", '
-                                f'strcat("condor-cloud: ", MY.{A.ERROR}))'),
-        "on_exit_hold_subcode": (f"ifThenElse(ExitCode =?= {A.EXIT_STOPPED}, "
-                                 f"{A.STOPPED_HOLD_SUBCODE}, {A.FAILED_HOLD_SUBCODE})"),
+                                f'"Stopped; start the instance to boot it again", '
+                                f'ifThenElse(ExitCode =?= {A.EXIT_POWERED_OFF}, '
+                                f'"Stopped: the guest powered itself off; start the instance to boot it again", '
+                                f'strcat("condor-cloud: ", MY.{A.ERROR})))'),
+        "on_exit_hold_subcode": (f"ifThenElse(ExitCode =?= {A.EXIT_FAILED}, "
+                                 f"{A.FAILED_HOLD_SUBCODE}, {A.STOPPED_HOLD_SUBCODE})"),
     }

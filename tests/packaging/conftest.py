@@ -60,13 +60,14 @@ def debian(packages, tmp_path_factory) -> Path:
 
 
 def accounts(root: Path) -> None:
-    """The users and groups the packages' scripts create (rpm --root cannot run those scripts here)."""
+    """The users and groups the packages' scripts and HTCondor's create (rpm --root cannot run those scripts here)."""
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
                                      "condor-cloud:x:994:994::/var/lib/condor-cloud:/sbin/nologin\n"
-                                     "condor-cloud-api:x:993:993::/:/sbin/nologin\n")
+                                     "condor-cloud-api:x:993:993::/:/sbin/nologin\n"
+                                     "condor:x:105:105::/var/lib/condor:/sbin/nologin\n")
     (root / "etc/group").write_text("root:x:0:\nlibvirt:x:104:condor-cloud\ncondor-cloud:x:994:\n"
-                                    "condor-cloud-api:x:993:\n")
+                                    "condor-cloud-api:x:993:\ncondor:x:105:\n")
 
 
 @pytest.fixture(scope="session")

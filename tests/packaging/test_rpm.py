@@ -32,6 +32,15 @@ def test_two_binary_packages_and_a_source_package_are_built(packages):
     assert {"rpm:condor-cloud", "rpm:condor-cloud-node", "srpm"} <= set(packages)
 
 
+def test_the_node_package_lets_the_reconciler_delete_instances_and_read_its_token_alone(packages):
+    listing = query(packages["rpm:condor-cloud-node"], "-lv").splitlines()
+    modes = {line.split()[-1]: line.split()[:4] for line in listing}
+    assert modes["/var/lib/condor-cloud/instances"][0] == "drwxrwsr-x"
+    assert modes["/var/lib/condor-cloud/instances"][3] == "condor"
+    assert modes["/etc/condor/condor-cloud-tokens.d"][0] == "drwx------"
+    assert modes["/etc/condor/condor-cloud-tokens.d"][2] == "condor"
+
+
 def test_rpmlint_finds_no_errors(packages):
     rpms = [p for name, p in packages.items() if name.startswith("rpm:") or name == "srpm"]
     done = subprocess.run(["rpmlint", "-c", REPO / "rpm" / "rpmlint.toml", *rpms, REPO / "rpm" / "condor-cloud.spec"],
@@ -116,7 +125,7 @@ def test_every_executable_the_config_names_is_installed(rpm_root):
     config = "\n".join(p.read_text() for p in (rpm_root / "etc/condor/config.d").glob("*.conf"))
     libexec = re.search(r"^CONDOR_CLOUD_LIBEXEC = (\S+)", config, re.M).group(1)
     named = re.findall(r"\$\(CONDOR_CLOUD_LIBEXEC\)/([\w-]+)", config)
-    assert {"prepare-job", "job-exit", "startd-cron", "vm-wrapper"} <= set(named)
+    assert {"prepare-job", "startd-cron", "vm-wrapper"} <= set(named)
     for name in named:
         path = rpm_root / libexec.lstrip("/") / name
         assert path.is_file() and os.access(path, os.X_OK), path

@@ -1,4 +1,5 @@
-"""The node's image cache: one checked copy per image, concurrency-safe, LRU eviction."""
+"""The node's image cache: one checked copy per image version, never changed while in use, concurrency-safe,
+within its limit, LRU eviction of what nobody uses."""
 import errno
 import multiprocessing
 import os
@@ -25,10 +26,30 @@ def shared(tmp_path):
     return d
 
 
+class Claims:
+    """Which entries instances use, as instance directories record them."""
+
+    def __init__(self):
+        self.names: set[str] = set()
+
+    def __call__(self) -> set[str]:
+        return set(self.names)
+
+
 @pytest.fixture
-def cache(tmp_path):
+def claims():
+    return Claims()
+
+
+@pytest.fixture
+def cache(tmp_path, claims):
     (tmp_path / "cache").mkdir()
-    return ImageCache(tmp_path / "cache", limit_bytes=5 * MiB)
+    return ImageCache(tmp_path / "cache", limit_bytes=5 * MiB, in_use=claims)
+
+
+def ensure(cache, shared, name, claims=None):
+    """The cached copy of image NAME, claimed by an instance if CLAIMS is given."""
+    return cache.ensure(find_image(shared, name), claim=claims.names.add if claims else lambda _: None)
 
 
 def copies(cache):
@@ -37,24 +58,24 @@ def copies(cache):
 
 
 def test_an_image_is_copied_once_and_then_reused(shared, cache):
-    path = cache.ensure(find_image(shared, "a.img"))
+    path = ensure(cache, shared, "a.img")
     assert path.read_bytes() == (shared / "a.img").read_bytes()
-    cache.ensure(find_image(shared, "a.img"))
+    ensure(cache, shared, "a.img")
     assert copies(cache) == ["a.img"]
 
 
 def test_the_copy_stays_sparse(shared, cache):
-    path = cache.ensure(find_image(shared, "a.img"))
+    path = ensure(cache, shared, "a.img")
     assert path.stat().st_blocks * 512 < MiB
 
 
 def test_a_copy_written_to_in_place_is_detected_and_copied_again(shared, cache):
     original = (shared / "a.img").read_bytes()
-    cache.ensure(find_image(shared, "a.img"))
+    copy = ensure(cache, shared, "a.img")
     time.sleep(0.01)
-    with open(cache.path("a.img"), "r+b") as f:
+    with open(copy, "r+b") as f:
         f.write(b"corrupt")
-    assert cache.ensure(find_image(shared, "a.img")).read_bytes() == original
+    assert ensure(cache, shared, "a.img").read_bytes() == original
     assert copies(cache) == ["a.img", "a.img"]
 
 
@@ -88,22 +109,20 @@ def test_a_sparse_copy_reads_only_data_and_keeps_the_contents(tmp_path, copy_pat
 
 
 def test_a_truncated_copy_is_detected_and_copied_again(shared, cache):
-    cache.ensure(find_image(shared, "a.img"))
-    os.truncate(cache.path("a.img"), 1000)
-    cache.ensure(find_image(shared, "a.img"))
-    assert cache.path("a.img").stat().st_size == 2 * MiB
+    os.truncate(ensure(cache, shared, "a.img"), 1000)
+    assert ensure(cache, shared, "a.img").stat().st_size == 2 * MiB
     assert copies(cache) == ["a.img", "a.img"]
 
 
 def test_a_changed_source_is_copied_again(shared, cache):
-    cache.ensure(find_image(shared, "a.img"))
+    ensure(cache, shared, "a.img")
     time.sleep(0.01)
     (shared / "a.img").write_bytes(b"new contents")
-    assert cache.ensure(find_image(shared, "a.img")).read_bytes() == b"new contents"
+    assert ensure(cache, shared, "a.img").read_bytes() == b"new contents"
 
 
 def _ensure(root, shared, name):
-    ImageCache(root, 5 * MiB).ensure(find_image(shared, name))
+    ImageCache(root, 5 * MiB).ensure(find_image(shared, name), claim=lambda _: None)
 
 
 def test_concurrent_jobs_make_one_copy(shared, cache):
@@ -118,17 +137,90 @@ def test_concurrent_jobs_make_one_copy(shared, cache):
 
 
 def test_least_recently_used_images_are_evicted_first(shared, cache):
-    cache.ensure(find_image(shared, "a.img"))
-    cache.ensure(find_image(shared, "b.img"))
-    cache.ensure(find_image(shared, "a.img"))  # a is now the more recently used
-    cache.ensure(find_image(shared, "c.img"))
+    ensure(cache, shared, "a.img")
+    ensure(cache, shared, "b.img")
+    ensure(cache, shared, "a.img")  # a is now the more recently used
+    ensure(cache, shared, "c.img")
     assert cache.cached_ids() == ["a.img", "c.img"]
 
 
-def test_images_in_use_are_never_evicted(shared, cache):
-    cache.ensure(find_image(shared, "a.img"))
-    cache.ensure(find_image(shared, "b.img"))
+def test_images_in_use_are_never_evicted(shared, cache, claims):
+    ensure(cache, shared, "a.img", claims)
+    ensure(cache, shared, "b.img", claims)
     with pytest.raises(CacheError, match="CACHE_SIZE_LIMIT"):
-        cache.ensure(find_image(shared, "c.img"), in_use={"a.img", "b.img"})
+        ensure(cache, shared, "c.img")
     assert cache.cached_ids() == ["a.img", "b.img"]
     assert not [p for p in cache.root.iterdir() if p.name.startswith(".c.img")]
+
+
+def republish(shared, name, data: bytes):
+    """Publish new content under NAME the way admins do (a new file renamed in)."""
+    (shared / "staging").mkdir(exist_ok=True)
+    (shared / "staging" / name).write_bytes(data)
+    os.rename(shared / "staging" / name, shared / name)
+
+
+def test_a_copy_in_use_never_changes_when_its_image_is_published_again(shared, cache, claims):
+    old = ensure(cache, shared, "a.img", claims)
+    before = old.read_bytes()
+    republish(shared, "a.img", b"new contents")
+    new = ensure(cache, shared, "a.img")
+    assert new != old and new.read_bytes() == b"new contents"
+    assert old.read_bytes() == before
+
+
+def test_the_old_version_goes_once_its_last_instance_is_gone(shared, cache, claims):
+    old = ensure(cache, shared, "a.img", claims)
+    republish(shared, "a.img", b"new contents")
+    ensure(cache, shared, "a.img")
+    claims.names.clear()  # the reconciler deleted the instance's directory
+    new = ensure(cache, shared, "a.img")
+    assert not old.exists() and new.exists()
+    assert [e.name for e in cache.entries("a.img")] == [new.name]
+
+
+def test_the_cache_counts_every_version_it_holds(shared, cache, claims):
+    ensure(cache, shared, "a.img", claims)
+    republish(shared, "a.img", b"x" * 1000)
+    ensure(cache, shared, "a.img", claims)
+    assert cache.used_bytes() == 2 * MiB + 1000
+
+
+def test_a_copy_in_progress_counts_against_the_limit(shared, cache):
+    """Two copies of 2 MiB reserved at once leave no room for a third under a 5 MiB limit."""
+    a, b = find_image(shared, "a.img"), find_image(shared, "b.img")
+    with cache._reservation("a.img@1", a.size), cache._reservation("b.img@1", b.size):
+        assert cache.used_bytes() == 4 * MiB
+        with pytest.raises(CacheError, match="being copied"):
+            ensure(cache, shared, "c.img")
+    assert cache.used_bytes() == 0
+
+
+def _claim_and_hold(root, shared, name, claimed, release):
+    def claim(entry):
+        claimed.set()
+        release.wait(10)
+    ImageCache(root, 5 * MiB).ensure(find_image(shared, name), claim=claim)
+
+
+def test_an_image_being_claimed_is_not_evicted(shared, cache):
+    """Between its copy and the instance's record of it, an entry is held by its image's lock, even
+    when it is the least recently used."""
+    claimed, release = multiprocessing.Event(), multiprocessing.Event()
+    proc = multiprocessing.Process(target=_claim_and_hold, args=(cache.root, shared, "a.img", claimed, release))
+    proc.start()
+    try:
+        assert claimed.wait(10)
+        ensure(cache, shared, "b.img")
+        ensure(cache, shared, "c.img")  # room for one more: b goes, not a
+        assert cache.cached_ids() == ["a.img", "c.img"]
+    finally:
+        release.set()
+        proc.join()
+
+
+def test_a_crashed_copy_reserves_nothing(shared, cache):
+    (cache.root / ".reservations").mkdir()
+    (cache.root / ".reservations" / "a.img@dead").write_text(str(4 * MiB))
+    assert cache.used_bytes() == 0
+    ensure(cache, shared, "a.img")

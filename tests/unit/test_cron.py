@@ -1,4 +1,6 @@
 """The startd cron reaps domains whose wrapper is gone and advertises the cache."""
+import json
+
 import pytest
 
 from condor_cloud.node.cron import machine_attributes, reap_orphans
@@ -42,10 +44,12 @@ def test_other_domains_are_left_alone(host, tmp_path):
 
 
 def test_the_machine_ad_lists_cached_images_and_health(tmp_path):
-    (tmp_path / "tiny.img").write_bytes(b"x")
-    (tmp_path / "tiny.img.json").write_text('{"size": 1, "mtime_ns": 0, "source_size": 1, '
-                                            '"source_mtime_ns": 0, "last_used": 0}')
+    for version in ("tiny.img@1", "tiny.img@2"):  # an image published twice: both copies count
+        (tmp_path / version).write_bytes(b"x" * (1 << 20))
+        (tmp_path / f"{version}.json").write_text(json.dumps({
+            "name": version, "size": 1 << 20, "mtime_ns": 0, "source_ino": 1, "source_size": 1 << 20,
+            "source_mtime_ns": 0, "last_used": 0}))
     ad = machine_attributes(Settings(local_cache=tmp_path, cache_size_limit_mib=10), libvirt_ok=True)
     assert list(ad["CloudCachedImages"]) == ["tiny.img"]
     assert ad["CloudLibvirtOK"] is True
-    assert ad["CloudCacheFreeMiB"] == 9
+    assert ad["CloudCacheFreeMiB"] == 8

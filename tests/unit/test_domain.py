@@ -8,7 +8,7 @@ from condor_cloud.node.domain import BridgeInterface, Channel, Disk, Domain, Ser
 def example() -> Domain:
     return instance_domain(name="inst-1", domain_type="qemu", memory_mib=256, vcpus=2,
                            disk="/cache/inst-1.qcow2", seed="/inst-1/seed.iso", bridge="br0", mac="52:54:00:aa:bb:cc",
-                           console_log="/scratch/console.log")
+                           console_log="/instances/inst-1/console.log")
 
 
 def test_domain_xml_names_type_memory_and_cpus():
@@ -47,10 +47,11 @@ def test_interface_is_on_the_bridge_with_the_instance_mac():
     assert nic.find("mac").get("address") == "52:54:00:aa:bb:cc"
 
 
-def test_serial_console_goes_to_a_file():
+def test_serial_console_is_appended_to_a_file():
     serial = ET.fromstring(example().to_xml()).find("devices/serial")
     assert serial.get("type") == "file"
-    assert serial.find("source").get("path") == "/scratch/console.log"
+    assert serial.find("source").get("path") == "/instances/inst-1/console.log"
+    assert serial.find("source").get("append") == "on"
 
 
 def test_acpi_is_on_so_the_guest_can_be_shut_down_cleanly():
@@ -84,7 +85,8 @@ def test_an_instance_domain_is_exactly_the_golden_xml():
         name="condor-cloud-master.example.org_12.0_1700000000", domain_type="qemu", memory_mib=256, vcpus=2,
         disk="/var/lib/condor-cloud/instances/master.example.org_12.0_1700000000/disk.qcow2",
         seed="/var/lib/condor-cloud/instances/master.example.org_12.0_1700000000/seed.iso",
-        bridge="br0", mac="52:54:00:aa:bb:cc", console_log="/var/lib/condor/execute/dir_7/console.log")
+        bridge="br0", mac="52:54:00:aa:bb:cc",
+        console_log="/var/lib/condor-cloud/instances/master.example.org_12.0_1700000000/console.log")
     golden = Path(__file__).parent / "data" / "instance-domain.xml"
     assert dom.to_xml() + "\n" == golden.read_text()
     assert Domain.from_xml(golden.read_text()) == dom

@@ -22,10 +22,11 @@ SETTINGS = Settings()
 DOMAIN = "cloud.example"
 
 
-def fake_token(identity: str) -> str:
+def fake_token(identity: str, scope: str | None = None) -> str:
     def part(d: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
-    return f"{part({'alg': 'HS256', 'kid': 'POOL'})}.{part({'sub': identity, 'iss': DOMAIN})}.c2ln"
+    claims = {"sub": identity, "iss": DOMAIN} | ({"scope": scope} if scope else {})
+    return f"{part({'alg': 'HS256', 'kid': 'POOL'})}.{part(claims)}.c2ln"
 
 
 class Commands:
@@ -41,7 +42,8 @@ class Commands:
         if argv[0] == "condor_store_cred":
             Path(argv[argv.index("-f") + 1]).write_bytes(os.urandom(32))
         if argv[0] == "condor_token_create":
-            return subprocess.CompletedProcess(argv, 0, fake_token(argv[argv.index("-identity") + 1]) + "\n", "")
+            scope = f"condor:/{argv[argv.index('-authz') + 1]}" if "-authz" in argv else None
+            return subprocess.CompletedProcess(argv, 0, fake_token(argv[argv.index("-identity") + 1], scope) + "\n", "")
         if "virsh" in argv and self.virsh_error:
             return subprocess.CompletedProcess(argv, 1, "", f"error: failed to connect\nerror: {self.virsh_error}\n")
         return subprocess.CompletedProcess(argv, 0, "", "")
@@ -55,11 +57,12 @@ def make_root(root: Path, *, api_in_libvirt: bool = False, instances_in_libvirt:
     (root / "etc").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
                                      "condor-cloud:x:994:994::/var/lib/condor-cloud:/usr/sbin/nologin\n"
-                                     "condor-cloud-api:x:993:993::/:/usr/sbin/nologin\n")
+                                     "condor-cloud-api:x:993:993::/:/usr/sbin/nologin\n"
+                                     "condor:x:105:105::/var/lib/condor:/usr/sbin/nologin\n")
     libvirt = ",".join(["condor"] + (["condor-cloud"] if instances_in_libvirt else [])
                        + (["condor-cloud-api"] if api_in_libvirt else []))
     (root / "etc/group").write_text(
-        f"root:x:0:\nlibvirt:x:104:{libvirt}\ncondor-cloud:x:994:\ncondor-cloud-api:x:993:\n")
+        f"root:x:0:\nlibvirt:x:104:{libvirt}\ncondor-cloud:x:994:\ncondor-cloud-api:x:993:\ncondor:x:105:\n")
     for d in ["etc/condor/config.d", "etc/condor-cloud", "var/lib/condor-cloud/shared_images/staging",
               "usr/share/condor-cloud", "etc/libvirt", "sys/class/net/br0/bridge", "proc/self"]:
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -142,8 +145,35 @@ def test_the_instances_user_is_checked_against_libvirt_as_itself(first_master, c
     assert "qemu:///system" in virsh[0]
 
 
-def test_the_reconciler_credential_has_its_own_step(first_master):
-    assert by_step(first_master)["reconciler credential"].state == setup.OK
+RECONCILER_TOKEN = "etc/condor/condor-cloud-tokens.d/queue-reader"
+
+
+def test_a_fresh_master_makes_the_reconcilers_token_limited_to_read_for_condor_alone(root, first_master):
+    token = root / RECONCILER_TOKEN
+    claims = setup.token_claims(token.read_text())
+    assert claims["sub"] == f"condor-cloud-reconciler@{DOMAIN}" and claims["scope"] == "condor:/READ"
+    assert (mode(token), token.stat().st_uid, token.stat().st_gid) == (0o600, 105, 105)
+    assert (mode(token.parent), token.parent.stat().st_uid) == (0o700, 105)
+    assert by_step(first_master)["reconciler credential"].state == setup.DONE
+
+
+def test_a_reconciler_token_that_may_do_more_than_read_is_made_again(root, commands):
+    token = root / RECONCILER_TOKEN
+    token.parent.mkdir(parents=True)
+    token.write_text(fake_token(f"condor-cloud-reconciler@{DOMAIN}") + "\n")  # no scope: all it may
+    node_key(root)
+    report = node(root, commands)
+    assert by_step(report)["reconciler credential"].state == setup.DONE
+    assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
+
+
+def test_a_reconciler_token_left_readable_is_made_condors_alone(root, first_master, commands):
+    token = root / RECONCILER_TOKEN
+    token.chmod(0o644)
+    os.chown(token, 0, 0)
+    report = node(root, commands)
+    assert by_step(report)["reconciler credential"].state == setup.DONE
+    assert (mode(token), token.stat().st_uid) == (0o600, 105)
 
 
 # -- a master, again ------------------------------------------------------------
@@ -176,7 +206,9 @@ def test_a_token_left_from_an_earlier_pool_key_is_made_again_with_the_new_key(ro
     token.write_text(fake_token(f"condor@{DOMAIN}") + "\n")
     report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
     assert by_step(report)["pool signing key"].state == setup.DONE
-    assert by_step(report)["daemon token"].state == setup.DONE and len(commands.named("condor_token_create")) == 1
+    assert by_step(report)["daemon token"].state == setup.DONE
+    assert [c[2] for c in commands.named("condor_token_create")] == [f"condor@{DOMAIN}",
+                                                                    f"condor-cloud-reconciler@{DOMAIN}"]
 
 
 def test_a_token_for_another_uid_domain_is_made_again(root, first_master, commands):
@@ -257,14 +289,20 @@ def test_a_node_without_the_pool_key_is_told_to_copy_it_from_the_master(root, co
     assert token.state == setup.MISSING and commands.named("condor_store_cred") == []
 
 
-def test_a_node_with_the_key_makes_its_own_daemon_token_and_names_the_master(root, commands):
+def node_key(root: Path) -> Path:
     key = root / "etc/condor/passwords.d/POOL"
-    key.parent.mkdir(parents=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
     key.write_bytes(b"k" * 32)
+    return key
+
+
+def test_a_node_with_the_key_makes_its_own_daemon_token_and_names_the_master(root, commands):
+    key = node_key(root)
     report = node(root, commands)
     assert report.complete, [o for o in report.outcomes if o.state == setup.MISSING]
     assert mode(key) == 0o600  # made private
     assert setup.token_identity((root / "etc/condor/tokens.d/condor").read_text()) == f"condor@{DOMAIN}"
+    assert setup.token_claims((root / RECONCILER_TOKEN).read_text())["scope"] == "condor:/READ"
     site = (root / "etc/condor/config.d/25-condor-cloud-site.conf").read_text()
     assert "CONDOR_HOST = master.cloud.example\n" in site
 

@@ -1,8 +1,10 @@
-"""Startd cron: advertise this node's image cache and libvirt health, reap orphan domains.
+"""Startd cron: advertise this node's image cache and libvirt health, reap orphan domains, reconcile.
 
+Runs as the condor user every 30 s; what it logs on stderr is in the StartLog.
 Prints machine ad attributes; when the set of cached images changed since
 the last run it asks the startd to update the collector at once, so the
-negotiator ranks nodes by what they cache now.
+negotiator ranks nodes by what they cache now. Then the reconciler deletes
+what no longer belongs to this node (node/reconcile.py).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError
 from condor_cloud.node.cache import ImageCache
 from condor_cloud.node.guest import Host
-from condor_cloud.node.instance import InstanceFiles, key_of_domain
+from condor_cloud.node.instance import InstanceFiles, key_of_domain, this_node
+from condor_cloud.node.reconcile import queue_reader, reconcile
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud")
@@ -41,12 +44,12 @@ def reap_orphans(host: Host, instances: Path) -> list[str]:
 
 def machine_attributes(settings: Settings, libvirt_ok: bool) -> classad2.ClassAd:
     cache = ImageCache(settings.local_cache, settings.cache_size_limit_mib << 20)
-    cached = cache.cached_ids()
-    used = sum(e.size for i in cached if (e := cache.entry(i)))
     try:
+        cached, used = cache.cached_ids(), cache.used_bytes()
         free_disk = shutil.disk_usage(settings.local_cache).free
-    except OSError:
-        free_disk = 0
+    except OSError as e:
+        log.warning("cannot read the image cache %s: %s", settings.local_cache, e)
+        cached, used, free_disk = [], cache.limit_bytes, 0
     return classad2.ClassAd({
         A.CACHED_IMAGES: cached,
         A.CACHE_FREE_MIB: max(0, min(cache.limit_bytes - used, free_disk)) >> 20,
@@ -64,9 +67,13 @@ def main() -> int:
     except CloudError as e:
         log.warning("libvirt check failed: %s", e)
         libvirt_ok = False
+    ad = machine_attributes(settings, libvirt_ok)
+    try:
+        reconcile(settings.instances, this_node(), host, queue_reader(settings.reconciler_tokens))
+    except (CloudError, OSError) as e:
+        log.warning("could not reconcile %s with the queue: %s", settings.instances, e)
     finally:
         host.close()
-    ad = machine_attributes(settings, libvirt_ok)
     import htcondor2
     state = Path(htcondor2.param.get("RUN", "/run/condor")) / "condor-cloud-cron.last"
     text = ad.printOld()

@@ -47,6 +47,7 @@ class SerialLog(XMLModel):
     TAG = "serial"
     type: str | None = xml("@type")
     path: str | None = xml("source/@path")
+    append: str | None = xml("source/@append")
 
 
 @dataclass
@@ -73,8 +74,8 @@ def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
     """The domain of one instance: its qcow2 overlay on virtio, its NoCloud seed as a read-only
     virtio drive, a virtio NIC on the bridge, a channel for a guest agent (which tells libvirt
     the guest's addresses where the image runs one), the first serial port appended to a log
-    file, ACPI so it can be shut down cleanly.
-    A crashed guest is gone (its job sees the guest off), as is one that powers off."""
+    file (O_APPEND, so the wrapper may truncate it under QEMU), ACPI so it can be shut down
+    cleanly. A crashed guest is gone (its job sees the guest off), as is one that powers off."""
     return Domain(
         type=domain_type, name=name, memory_mib=memory_mib, memory_unit="MiB", vcpus=vcpus,
         os_type="hvm", arch="x86_64", boot_dev="hd", acpi=True,
@@ -86,5 +87,5 @@ def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,
                  target_dev="vdb", target_bus="virtio", readonly=True),
             BridgeInterface(type="bridge", mac=mac, bridge=bridge, model="virtio"),
             Channel(type="unix", target_type="virtio", target_name="org.qemu.guest_agent.0"),
-            SerialLog(type="file", path=console_log),
+            SerialLog(type="file", path=console_log, append="on"),
         ])

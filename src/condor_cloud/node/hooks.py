@@ -1,9 +1,15 @@
-"""The starter's job hooks: PREPARE_JOB readies an instance's disk, JOB_EXIT cleans up.
+"""The starter's job hook: PREPARE_JOB readies an instance's disk.
 
-Both run as the job's user in the job's scratch directory with the job ad on
-stdin; what they print on stderr ends up in the node's StarterLog. The
-wrapper cleans up after itself too; JOB_EXIT is the safety net for a wrapper
-that was killed.
+It runs as the job's user in the job's scratch directory with the job ad on
+stdin; what it prints on stderr ends up in the node's StarterLog.
+
+There is no JOB_EXIT hook: the wrapper destroys its guest itself, the startd
+cron destroys the guest of a wrapper that was killed (within 30 s), and only
+the reconciler deletes a disk, once the schedd says the job is gone
+(node/reconcile.py); a JOB_EXIT hook could not tell condor_rm from
+condor_hold anyway. (With HTCondor 25, a JOB_EXIT hook plus output transfer
+makes the starter exit before the transfer ends, and the job starts again
+forever.)
 """
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ import sys
 import classad2
 
 from condor_cloud.errors import CloudError
-from condor_cloud.node.instance import InstanceFiles, InstanceSpec, instance_key
-from condor_cloud.node.prepare import cleanup, prepare
+from condor_cloud.node.instance import InstanceFiles, InstanceSpec, this_node
+from condor_cloud.node.prepare import prepare
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud")
@@ -30,26 +36,13 @@ def prepare_job_main() -> int:
     try:
         ad = classad2.parseOne(sys.stdin.read())
         spec, settings = InstanceSpec.from_ad(ad), Settings.from_condor()
-        with InstanceFiles.of(settings.instances, spec.key).locked():
-            prepare(spec, settings)
+        files = InstanceFiles.of(settings.instances, spec.key)
+        with files.locked():
+            prepare(spec, files, settings, this_node())
     except (CloudError, ValueError, OSError) as e:
         message = f"condor-cloud could not prepare the instance: {e}"
         log.error("%s", message)
         # A hold with this reason (HookStatusCode 1..299 holds the job).
         print(classad2.ClassAd({"HookStatusCode": 1, "HookStatusMessage": message}).printOld())
-        return 1
-    return 0
-
-
-def job_exit_main() -> int:
-    _setup_logging("job-exit")
-    how = sys.argv[1] if len(sys.argv) > 1 else "exit"
-    try:
-        ad = classad2.parseOne(sys.stdin.read())
-        key = instance_key(str(ad.get("GlobalJobId", "")))
-        log.info("instance %s: job %s", key, how)
-        cleanup(key, Settings.from_condor())
-    except (CloudError, ValueError, OSError) as e:
-        log.error("cleanup failed: %s", e)
         return 1
     return 0

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import re
+import shutil
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from typing import Any
 
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError, JobAdError
+from condor_cloud.filecopy import write_atomic
 from condor_cloud.images import check_image_id
 from condor_cloud.node.seed import GuestData, guest_data_from_ad
 
@@ -22,12 +26,15 @@ MAX_MEMORY_MIB = 1 << 20
 @dataclass(frozen=True)
 class InstanceSpec:
     key: str          # unique per job, safe in file and domain names
+    job_id: str       # the job's GlobalJobId: its schedd, cluster, proc and submit time
     image_id: str
     memory_mib: int
     vcpus: int
     mac: str
     name: str
     guest: GuestData  # what its NoCloud seed tells the guest
+    disk_node: str | None = None  # CloudDiskNode when the job was matched: where its latest disk is
+    request_serial: int = 0       # the serial of CloudRequest when this run began: requests up to it are done
 
     @property
     def domain_name(self) -> str:
@@ -41,7 +48,8 @@ class InstanceSpec:
                 raise JobAdError(f"job attribute {attr} is missing or not a {kind.__name__} "
                                  f"(got {value!r}); submit instances through condor-cloud")
             return value
-        key = instance_key(need("GlobalJobId", str))
+        job_id = need("GlobalJobId", str)
+        key = instance_key(job_id)
         image_id = need(A.IMAGE, str)
         try:
             check_image_id(image_id)
@@ -54,7 +62,10 @@ class InstanceSpec:
         if not MAC_RE.fullmatch(mac):
             raise JobAdError(f"{A.MAC} = {mac!r} is not a MAC of the form 52:54:00:xx:xx:xx")
         name = ad.get(A.NAME) if isinstance(ad.get(A.NAME), str) else ""
-        return cls(key, image_id, memory, vcpus, mac, name or key, guest_data_from_ad(ad, mac, name))
+        disk_node = ad.get(A.DISK_NODE)
+        return cls(key, job_id, image_id, memory, vcpus, mac, name or key, guest_data_from_ad(ad, mac, name),
+                   disk_node=disk_node if isinstance(disk_node, str) and disk_node else None,
+                   request_serial=A.parse_request(ad.get(A.REQUEST))[0])
 
 
 def instance_key(global_job_id: str) -> str:
@@ -76,7 +87,12 @@ def key_of_domain(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class InstanceFiles:
-    """An instance's directory on its node: disk, console log, locks and markers."""
+    """An instance's directory on its node: disk, console log, lock and records.
+
+    The directory is group-writable and inherits the group of CONDOR_CLOUD_INSTANCES
+    (setgid), so the node's reconciler (the startd cron, run as condor) can delete it once
+    its job is gone; nothing else deletes it.
+    """
     dir: Path
 
     @classmethod
@@ -92,25 +108,53 @@ class InstanceFiles:
         return self.dir / "seed.iso"
 
     @property
+    def console(self) -> Path:
+        """The guest's serial console as QEMU appends it (the wrapper trims it)."""
+        return self.dir / "console.log"
+
+    @property
     def lock_file(self) -> Path:
         return self.dir / "wrapper.lock"
 
+    @property
+    def job_record(self) -> Path:
+        """The job's GlobalJobId (and so its schedd), written when the instance is prepared."""
+        return self.dir / "job"
+
+    @property
+    def base_record(self) -> Path:
+        """The cache entry the disk is an overlay on (ImageCache): never evicted while this names it."""
+        return self.dir / "base"
+
+    def make(self) -> None:
+        self.dir.mkdir(mode=0o2775, parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o2775)  # whatever the umask: the reconciler's group may delete in it
+
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Held while the instance is prepared and while its wrapper runs: one job at a
-        time works on an instance, and the startd cron leaves an instance whose lock is
-        held alone."""
-        self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with open(self.lock_file, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CloudError(f"instance {self.dir.name} is already being prepared or run on this node") from None
-            yield
+    def locked(self, timeout: float = 60) -> Iterator[None]:
+        """Held while the instance is prepared and while its wrapper runs: one job at a time
+        works on an instance, and the reconciler leaves an instance whose lock is held alone
+        (unless its job is gone). Waits up to TIMEOUT seconds for the lock."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.make()
+            with open(self.lock_file, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CloudError(f"instance {self.dir.name} is already being prepared or run on this "
+                                         "node") from None
+                    time.sleep(0.2)
+                    continue
+                if _same_file(lock.fileno(), self.lock_file):
+                    yield
+                    return
+            # The reconciler deleted the directory while we waited: make it again.
 
     def in_use(self) -> bool:
         """Is the lock held (by a hook or wrapper working on this instance now)? Only probes:
-        the startd cron may not create files here."""
+        the reconciler creates no files here."""
         try:
             with open(self.lock_file) as lock:
                 try:
@@ -121,25 +165,54 @@ class InstanceFiles:
         except FileNotFoundError:
             return False
 
-    @property
-    def image_record(self) -> Path:
-        """The id of the cached image the disk is an overlay on."""
-        return self.dir / "image"
+    def record_job(self, job_id: str) -> None:
+        write_atomic(self.job_record, job_id)
 
-    @property
-    def keep_disk(self) -> Path:
-        """Present while the instance is stopped: its disk outlives the job's run."""
-        return self.dir / "keep-disk"
+    def record_base(self, entry: str) -> None:
+        write_atomic(self.base_record, entry)
 
-    def image_id(self) -> str | None:
-        try:
-            return self.image_record.read_text().strip() or None
-        except FileNotFoundError:
-            return None
+    def job_id(self) -> str | None:
+        return _read(self.job_record)
+
+    def base(self) -> str | None:
+        return _read(self.base_record)
+
+    def drop_disk(self) -> None:
+        """Forget the disk here (its instance's disk now lives on another node)."""
+        self.disk.unlink(missing_ok=True)
+        self.base_record.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir)
 
 
-def images_in_use(instances: Path) -> set[str]:
-    """Ids of the cached images that some instance disk on this node is an overlay on."""
-    if not instances.is_dir():
-        return set()
-    return {i for d in instances.iterdir() if d.is_dir() and (i := InstanceFiles(d).image_id())}
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
+
+
+def instance_dirs(instances: Path) -> list[InstanceFiles]:
+    try:
+        return [InstanceFiles(d) for d in sorted(instances.iterdir()) if d.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def entries_in_use(instances: Path) -> set[str]:
+    """The cache entries that instance disks on this node are overlays on."""
+    return {b for files in instance_dirs(instances) if (b := files.base())}
+
+
+def this_node() -> str:
+    """This node's name as its startd advertises it (Machine; RemoteHost ends with it)."""
+    import htcondor2
+    return htcondor2.param["FULL_HOSTNAME"]

@@ -1,0 +1,89 @@
+"""The reconciler deletes an instance's disk only when the schedd has answered that its job is gone
+or its disk lives elsewhere; it never judges on a failed query or a directory it did not list first."""
+import pytest
+from htcondor2 import JobStatus
+
+from condor_cloud.node.domain import Domain
+from condor_cloud.node.guest import Host
+from condor_cloud.node.instance import InstanceFiles, domain_name
+from condor_cloud.node.reconcile import Job, reconcile, verdict
+
+HERE, THERE = "node1.example.org", "node2.example.org"
+SCHEDD = "master.example.org"
+
+
+def job_id(n: int) -> str:
+    return f"{SCHEDD}#{n}.0#1700000000"
+
+
+@pytest.mark.parametrize("job,deleted", [
+    (None, True),
+    (Job(JobStatus.REMOVED, remote_host=f"slot1_1@{HERE}"), True),
+    (Job(JobStatus.RUNNING, remote_host=f"slot1_1@{HERE}", disk_node=THERE), False),
+    (Job(JobStatus.HELD, disk_node=HERE, pinned_node=HERE), False),
+    (Job(JobStatus.IDLE, disk_node=HERE), False),
+    (Job(JobStatus.IDLE), False),
+    (Job(JobStatus.RUNNING, remote_host=f"slot1_1@{THERE}", disk_node=THERE), True),
+    (Job(JobStatus.IDLE, disk_node=THERE, pinned_node=HERE), False),
+])
+def test_the_verdict_follows_the_one_rule(job, deleted):
+    assert (verdict(job, HERE) is not None) == deleted
+
+
+@pytest.fixture
+def host():
+    h = Host("test:///default", attempts=1)
+    yield h
+    h.close()
+
+
+def prepared(instances, n: int) -> InstanceFiles:
+    files = InstanceFiles.of(instances, f"{SCHEDD}_{n}.0_1700000000")
+    files.make()
+    files.record_job(job_id(n))
+    files.disk.write_bytes(b"disk")
+    return files
+
+
+def test_the_disk_of_a_job_gone_from_the_queue_is_deleted_and_its_domain_destroyed(tmp_path, host):
+    gone, kept = prepared(tmp_path, 1), prepared(tmp_path, 2)
+    host.start(Domain(type="test", name=domain_name(gone.dir.name), memory_mib=64, memory_unit="MiB",
+                      os_type="hvm"))
+    with gone.locked():  # its wrapper still runs: the job is gone all the same
+        deleted = reconcile(tmp_path, HERE, host, lambda schedd, ids: {job_id(2): Job(JobStatus.HELD,
+                                                                                      disk_node=HERE)})
+    assert deleted == [gone.dir.name]
+    assert not gone.dir.exists() and kept.disk.exists()
+    assert domain_name(gone.dir.name) not in [g.name for g in host.running_guests()]
+
+
+def test_nothing_is_judged_when_the_schedd_does_not_answer(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: None) == []
+    assert files.disk.exists()
+
+
+def test_a_directory_in_use_is_kept_unless_its_job_is_gone(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    elsewhere = {job_id(1): Job(JobStatus.IDLE, disk_node=THERE)}
+    with files.locked():
+        assert reconcile(tmp_path, HERE, host, lambda schedd, ids: elsewhere) == []
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: elsewhere) == [files.dir.name]
+
+
+def test_a_directory_made_after_the_listing_is_not_judged(tmp_path, host):
+    late = []
+
+    def read_queue(schedd, ids):
+        late.append(prepared(tmp_path, 2))  # prepared while the schedd was being asked
+        return {}
+    first = prepared(tmp_path, 1)
+    assert reconcile(tmp_path, HERE, host, read_queue) == [first.dir.name]
+    assert late[0].disk.exists()
+
+
+def test_the_schedd_is_asked_about_the_jobs_recorded_in_the_directories(tmp_path, host):
+    prepared(tmp_path, 1), prepared(tmp_path, 7)
+    asked = []
+    reconcile(tmp_path, HERE, host, lambda schedd, ids: asked.append((schedd, sorted(ids))) or None)
+    assert asked == [(SCHEDD, [job_id(1), job_id(7)])]
