@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +19,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
+
+import scale  # noqa: E402  (bench/scale.py)
 
 from cloud import guest_page  # noqa: E402
 from condor_cloud.network import StaticAddress  # noqa: E402
@@ -290,37 +290,8 @@ def debian_launch(tb: Testbed, api: requests.Session) -> dict[str, float]:
             "Debian 13: condor-cloud over the floor": answered - t0 - alone}
 
 
-def api_scale(tb: Testbed, api: requests.Session, count: int = 1000, samples: int = 20) -> dict[str, float]:
-    """GET /api/instances with COUNT held instances in the queue, next to condor_q."""
-    import htcondor2
-
-    from condor_cloud.submit import instance_description
-    schedd = master_schedd(tb)
-    desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
-                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
-    desc["hold"] = "true"
-    cluster = schedd.submit(htcondor2.Submit(desc), count=count).cluster()
-    try:
-        def timed(fn):
-            out = []
-            for _ in range(samples):
-                t = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t)
-                time.sleep(1.1)  # past the API's shared 1 s query result
-            return out
-        api_times = timed(lambda: api.get(api.base + "/instances", headers={"Accept": "application/xml"},
-                                          timeout=60).raise_for_status())
-        q_times = timed(lambda: subprocess.run([REPO / "testbed" / "run", "condor_q", "-allusers"],
-                                               check=True, capture_output=True))
-        p95 = lambda xs: sorted(xs)[int(0.95 * (len(xs) - 1))]  # noqa: E731
-        return {"GET /api/instances median": statistics.median(api_times), "GET /api/instances p95": p95(api_times),
-                "condor_q median": statistics.median(q_times), "condor_q p95": p95(q_times)}
-    finally:
-        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
-
-
-def main() -> int:
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
     tb = Testbed.up()
     tb.enter_client_network()
     import os
@@ -359,8 +330,7 @@ def main() -> int:
     rows += list(burst(tb, api).items())
     rows += list(address_delays(tb, api).items())
     rows += list(debian_launch(tb, api).items())
-    scale = api_scale(tb, api)
-    rows += [(f"API scale, 1000 held instances: {k}", v) for k, v in scale.items()]
+    rows += scale_rows(tb, api, quick)
     width = max(len(k) for k, _ in rows)
     print(f"{'measure'.ljust(width)}  seconds (or as named)")
     for k, v in rows:
@@ -369,5 +339,19 @@ def main() -> int:
     return 0
 
 
+def scale_rows(tb: Testbed, api: requests.Session, quick: bool) -> list[tuple[str, float]]:
+    """Issue-size figures: per-instance overhead, the API with many queued instances, creates."""
+    def running(iid: str) -> bool:
+        r = api.get(f"{api.base}/instances/{iid}", headers=JSON, timeout=30).json()["instance"]
+        return r["state"] == "RUNNING" and bool(r["public_addresses"])
+    schedd = master_schedd(tb)
+    rows: list[tuple[str, float]] = []
+    for count in (1, 8):
+        rows += scale.per_instance_overhead(tb, lambda: launch(api), running, lambda iids: destroy(api, iids), count)
+    rows += scale.api_at_scale(tb, api, schedd, 1000 if quick else 10000)
+    rows += scale.create_throughput(tb, api, schedd, 200 if quick else 1000)
+    return rows
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,237 @@
+"""How condor-cloud's cost grows with work: per-instance overhead, the API with many
+instances in the queue, create throughput; each next to its peer in the same run."""
+from __future__ import annotations
+
+import concurrent.futures
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from harness import Testbed
+
+RUN = Path(__file__).resolve().parent.parent / "testbed" / "run"
+MiB = 1 << 20
+JSON = {"Accept": "application/json"}
+XML = {"Accept": "application/xml"}
+# condor-cloud's own processes per running instance (QEMU excluded): on the node the
+# starter and the VM wrapper, on the master the shadow.
+NODE_PROGRAMS = ("condor_starter", "vm-wrapper")
+MASTER_PROGRAMS = ("condor_shadow",)
+# What KubeVirt budgets per VM for virt-launcher, its monitor and virtlogd (published).
+KUBEVIRT_MIB = 140
+
+Rows = list[tuple[str, float]]
+
+
+def p95(xs: list[float]) -> float:
+    return sorted(xs)[int(0.95 * (len(xs) - 1))]
+
+
+def tree(pids: Iterable[int]) -> list[psutil.Process]:
+    """The processes PIDS and all their descendants."""
+    found: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            found += [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def pss(procs: Iterable[psutil.Process]) -> float:
+    """Proportional set size of PROCS together, in MiB."""
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            continue
+    return total / MiB
+
+
+def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def instance_processes(tb: Testbed) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """condor-cloud's per-instance processes on the VM hosts, and on the master."""
+    node = [psutil.Process(pid) for h in tb.vm_hosts for prog in NODE_PROGRAMS for pid in tb.pids(h.name, prog)]
+    # the wrapper's helpers (chirp calls) are short-lived; QEMU is libvirtd's child, not the wrapper's
+    master_name = next(h.name for h in tb.hosts if h.role == "master")
+    master = [psutil.Process(pid) for prog in MASTER_PROGRAMS for pid in tb.pids(master_name, prog)]
+    return node, master
+
+
+def per_instance_overhead(tb: Testbed, launch: Callable[[], str], running: Callable[[str], bool],
+                          destroy: Callable[[list[str]], None], count: int, window: float = 20) -> Rows:
+    """COUNT instances running: PSS and CPU per instance of what condor-cloud adds (QEMU excluded)."""
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        iids = list(pool.map(lambda _: launch(), range(count)))
+    try:
+        deadline = time.monotonic() + 600
+        while not all(running(i) for i in iids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} instances did not all run")
+            time.sleep(1)
+        time.sleep(5)  # past the launch's address polling
+        node, master = instance_processes(tb)
+        c0, t0 = cpu_seconds(node + master), time.monotonic()
+        time.sleep(window)
+        cpu = (cpu_seconds(node + master) - c0) / (time.monotonic() - t0) * 100
+        label = f"per instance, {count} running"
+        node_pss, master_pss = pss(node) / count, pss(master) / count
+        return [(f"{label}: node PSS, starter + wrapper (MiB; goal <= 12)", node_pss),
+                (f"{label}: master PSS, shadow (MiB)", master_pss),
+                (f"{label}: CPU of those, idle guest (% of a core)", cpu / count),
+                (f"{label}: PSS total / KubeVirt's published {KUBEVIRT_MIB} MiB",
+                 (node_pss + master_pss) / KUBEVIRT_MIB)]
+    finally:
+        destroy(iids)
+
+
+def submit_held(schedd: Any, count: int) -> int:
+    """COUNT held instance jobs in one transaction (no VM runs): their cluster."""
+    import htcondor2
+
+    from condor_cloud.submit import instance_description, new_mac
+    desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
+                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
+    desc["hold"] = "true"
+    return int(schedd.submit(htcondor2.Submit(desc), count=count).cluster())
+
+
+def timed(fn: Callable[[], object], samples: int, gap: float = 1.1) -> list[float]:
+    """SAMPLES durations of FN, GAP seconds apart (past the API's shared 1 s query result)."""
+    out = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+        time.sleep(gap)
+    return out
+
+
+def under_load(fn: Callable[[], object], clients: int, seconds: float) -> tuple[float, float, int]:
+    """CLIENTS threads calling FN for SECONDS: requests per second, p95 latency, failures."""
+    times: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        nonlocal failures
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            try:
+                fn()
+                ok = True
+            except Exception:
+                ok = False
+            with lock:
+                times.append(time.perf_counter() - t)
+                failures += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return len(times) / seconds, p95(times), failures
+
+
+def api_processes(tb: Testbed) -> list[psutil.Process]:
+    master = next(h.name for h in tb.hosts if h.role == "master")
+    return tree(tb.pids(master, "condor-cloud-ap"))
+
+
+def api_at_scale(tb: Testbed, api: requests.Session, schedd: Any, count: int, samples: int = 20,
+                 clients: int = 32, seconds: float = 30) -> Rows:
+    """The API with COUNT held instances in the queue, next to condor_q on the same queue."""
+    import htcondor2
+    cluster = submit_held(schedd, count)
+    label = f"API, {count} instances queued"
+    try:
+        def get(path: str, accept: dict[str, str]) -> Callable[[], object]:
+            return lambda: api.get(api.base + path, headers=accept, timeout=120).raise_for_status()
+
+        def condor_q(*args: str) -> Callable[[], object]:
+            return lambda: subprocess.run([RUN, "condor_q", "-allusers", *args],
+                                          check=True, capture_output=True)
+        rows: Rows = []
+        for name, fn in [("GET /api/instances (XML)", get("/instances", XML)),
+                         ("GET /api/instances (JSON)", get("/instances", JSON)),
+                         (f"GET /api/instances/{cluster}.0", get(f"/instances/{cluster}.0", JSON)),
+                         ("condor_q -allusers", condor_q()),
+                         ("condor_q -allusers -af (one line per job)", condor_q("-af", "ClusterId", "ProcId"))]:
+            xs = timed(fn, samples)
+            rows += [(f"{label}: {name}, median (s)", statistics.median(xs)), (f"{label}: {name}, p95 (s)", p95(xs))]
+        for name, fn in [("GET /api/instances (JSON)", get("/instances", JSON)),
+                         ("condor_q -allusers -af", condor_q("-af", "ClusterId", "ProcId"))]:
+            rps, tail, failed = under_load(fn, clients, seconds)
+            rows += [(f"{label}: {clients} clients, {name}: requests/s", rps),
+                     (f"{label}: {clients} clients, {name}: p95 (s)", tail),
+                     (f"{label}: {clients} clients, {name}: failed requests", failed)]
+        rows.append((f"{label}: API processes' PSS (MiB)", pss(api_processes(tb))))
+        return rows
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+
+
+def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: int, clients: int = 16,
+                      peer: int = 200) -> Rows:
+    """TOTAL creates through the API from CLIENTS threads, with the negotiator off (nothing
+    runs), next to condor_submit of the same job in a loop (PEER submits)."""
+    import htcondor2
+
+    from condor_cloud.submit import instance_description, new_mac
+    master = next(h.name for h in tb.hosts if h.role == "master")
+    last = max([a["ClusterId"] for a in schedd.query("true", ["ClusterId"])], default=0)
+    tb.run(master, "condor_off", "-negotiator")
+    statuses: list[int] = []
+    ids: list[str] = []
+    try:
+        def create(i: int) -> None:
+            r = api.post(api.base + "/instances", data={"image_id": "tiny.img", "name": f"bench-{i}"},
+                         headers=JSON, timeout=300)
+            statuses.append(r.status_code)
+            if r.status_code == 201:
+                ids.append(r.json()["instance"]["id"])
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(create, range(total)))
+        api_rate = total / (time.perf_counter() - t0)
+        made = schedd.query(f"ClusterId > {last}", ["ClusterId"])
+        desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
+                                    wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
+        desc["hold"] = "true"
+        submit_file = "/tmp/bench-peer.sub"
+        tb.path(master, submit_file).write_text(str(htcondor2.Submit(desc)) + "\nqueue\n")
+        loop = f"for i in $(seq {peer}); do condor_submit -terse {submit_file} >/dev/null || exit 1; done"
+        t0 = time.perf_counter()
+        tb.run(master, "setpriv", "--reuid=condor-cloud", "--regid=condor-cloud", "--init-groups",
+               "bash", "-c", loop)
+        submit_rate = peer / (time.perf_counter() - t0)
+        return [(f"{total} creates, {clients} clients: creates/s through the API", api_rate),
+                (f"condor_submit of the same job in a loop: submits/s ({peer})", submit_rate),
+                ("API creates/s / condor_submit's (goal >= 0.5)", api_rate / submit_rate),
+                (f"{total} creates: answers other than 201", sum(s != 201 for s in statuses)),
+                (f"{total} creates: distinct ids answered", len(set(ids))),
+                (f"{total} creates: jobs in the queue afterwards", len(made))]
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId > {last}")
+        tb.run(master, "condor_on", "-negotiator", check=False)
