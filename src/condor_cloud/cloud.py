@@ -225,7 +225,7 @@ class Cloud:
         self._schedd_factory, self._collector_factory = schedd_factory, collector_factory
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[dict]] | None = None
+        self._cached: tuple[float, list[dict[str, Any]]] | None = None
         self.keys = KeyStore(settings.state / "keys.sqlite")
         self.pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
         self._assigning = threading.Lock()
@@ -243,7 +243,7 @@ class Cloud:
         except Exception as e:  # the bindings raise HTCondorException and others
             raise Unavailable(f"HTCondor could not {what}: {e}") from None
 
-    def _jobs(self) -> list[dict]:
+    def _jobs(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self._ttl:
                 return self._cached[1]
@@ -297,6 +297,7 @@ class Cloud:
     def _free_address(self, schedd: Any) -> StaticAddress:
         ads = schedd.query(CLOUD_JOBS, [A.ASSIGNED_ADDRESS])
         taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in ads}
+        assert self.pool is not None  # only asked for with a pool
         address = self.pool.choose(taken)
         if address is None:
             raise Unavailable(f"every address of CONDOR_CLOUD_ADDRESS_POOL ({self.settings.address_pool}) "
@@ -526,7 +527,7 @@ class Cloud:
             return None
         serial, _ = instance.request
         if action == "start":
-            def start(s):  # the stop request is done: keep its serial, drop its action
+            def start(s: Any) -> None:  # the stop request is done: keep its serial, drop its action
                 s.edit(constraint, A.REQUEST, literal(A.request_value(serial, "")))
                 for attr in (A.VM_STATE, A.ADDRESSES):  # the last run's, until the wrapper reports
                     s.edit(constraint, attr, literal(None))

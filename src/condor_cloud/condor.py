@@ -53,10 +53,10 @@ class LocatedSchedd:
                     raise
         raise AssertionError("unreachable")
 
-    def query(self, constraint: str = "true", projection: list[str] | None = None) -> list:
+    def query(self, constraint: str = "true", projection: list[str] | None = None) -> list[Any]:
         return self._call("query", constraint, projection or [])
 
-    def history(self, constraint: str, projection: list[str], match: int = -1, since: str | None = None) -> list:
+    def history(self, constraint: str, projection: list[str], match: int = -1, since: str | None = None) -> list[Any]:
         """Ads from the schedd's history, newest first; SINCE (an expression) ends the reading
         at the first ad it holds for (a plain string would be read as a job id)."""
         import classad2
@@ -220,11 +220,11 @@ class PooledSchedd:
     def __init__(self, pool: WorkerPool):
         self._pool = pool
 
-    def query(self, constraint: str = "true", projection: list[str] | None = None) -> list[dict]:
+    def query(self, constraint: str = "true", projection: list[str] | None = None) -> list[dict[str, Any]]:
         return self._pool.call("schedd", "query", constraint, projection or [])
 
     def history(self, constraint: str, projection: list[str], match: int = -1,
-                since: str | None = None) -> list[dict]:
+                since: str | None = None) -> list[dict[str, Any]]:
         return self._pool.call("schedd", "history", constraint, projection, match, since)
 
     def submit(self, description: htcondor2.Submit) -> _Submitted:
@@ -233,7 +233,7 @@ class PooledSchedd:
     def edit(self, job_spec: str, attr: str, value: str, flags: Any = htcondor2.TransactionFlag.Default) -> int:
         return self._pool.call("schedd", "edit", job_spec, attr, value, flags=flags)
 
-    def act(self, action: Any, job_spec: str, reason: Any = None) -> dict:
+    def act(self, action: Any, job_spec: str, reason: Any = None) -> dict[str, Any]:
         return self._pool.call("schedd", "act", action, job_spec, reason=reason)
 
     def reschedule(self) -> None:
@@ -246,5 +246,6 @@ class PooledCollector:
     def __init__(self, pool: WorkerPool):
         self._pool = pool
 
-    def query(self, ad_type: Any, constraint: str = "true", projection: list[str] | None = None) -> list[dict]:
+    def query(self, ad_type: Any, constraint: str = "true",
+              projection: list[str] | None = None) -> list[dict[str, Any]]:
         return self._pool.call("collector", "query", ad_type, constraint, projection or [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from condor_cloud.errors import CloudError
 
@@ -86,7 +87,7 @@ class Settings:
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> Settings:
         """Settings from config knobs named CONDOR_CLOUD_<FIELD> (upper case)."""
-        values: dict = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = params.get(f"CONDOR_CLOUD_{f.name.upper()}")
             if raw is None or raw.strip() == "":

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from condor_cloud.errors import ParameterError
 from condor_cloud.settings import Settings
@@ -173,7 +174,7 @@ def pool_key(m: Machine, role: str, master: str) -> Outcome:
     return Outcome(step, DONE, f"created {POOL_KEY} (root, mode 0600)")
 
 
-def token_claims(token: str) -> dict:
+def token_claims(token: str) -> dict[str, Any]:
     """The claims of an IDTOKEN ({} if TOKEN is not one); its signature is the daemons' to check."""
     parts = token.strip().split(".")
     if len(parts) != 3:

@@ -94,7 +94,8 @@ def page(request: Request) -> html.Page:
     return html.Page(links(request), user.user, request.app.state.credentials.csrf_token(user.proof))
 
 
-def respond(request: Request, rep: R.Representation, status: int = 200, headers: dict | None = None) -> Response:
+def respond(request: Request, rep: R.Representation, status: int = 200,
+            headers: dict[str, str] | None = None) -> Response:
     fmt = answer_format(request)
     if fmt == XML:
         body, media = R.xml_document(rep.xml(links(request))), XML
@@ -108,7 +109,7 @@ def respond(request: Request, rep: R.Representation, status: int = 200, headers:
     return Response(body, status, headers=headers, media_type=media)
 
 
-def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     try:
         fmt = answer_format(request)
     except HTTPException:
@@ -272,7 +273,7 @@ def _images(cloud: Cloud, image_id: str | None = None) -> list[tuple[Image, Imag
     return [(i, cloud.facts(i)) for i in images]
 
 
-async def _keys_for_page(request: Request) -> list:
+async def _keys_for_page(request: Request) -> list[Any]:
     """The user's keys, for a page's launch forms (none for the other formats)."""
     if answer_format(request) != HTML:
         return []

@@ -6,6 +6,7 @@ choice (virtio, qcow2, what a crash does) is made in instance_domain().
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from condor_cloud.node.xmlmodel import XMLModel, children, xml
 
@@ -66,7 +67,7 @@ class Domain(XMLModel):
     on_poweroff: str | None = xml("on_poweroff")
     on_reboot: str | None = xml("on_reboot")
     on_crash: str | None = xml("on_crash")
-    devices: list = children("devices", Disk, BridgeInterface, Channel, SerialLog)
+    devices: list[Any] = children("devices", Disk, BridgeInterface, Channel, SerialLog)
 
 
 def instance_domain(*, name: str, domain_type: str, memory_mib: int, vcpus: int,

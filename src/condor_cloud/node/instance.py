@@ -61,7 +61,8 @@ class InstanceSpec:
         mac = need(A.MAC, str).lower()
         if not MAC_RE.fullmatch(mac):
             raise JobAdError(f"{A.MAC} = {mac!r} is not a MAC of the form 52:54:00:xx:xx:xx")
-        name = ad.get(A.NAME) if isinstance(ad.get(A.NAME), str) else ""
+        name = ad.get(A.NAME)
+        name = name if isinstance(name, str) else ""
         disk_node = ad.get(A.DISK_NODE)
         return cls(key, job_id, image_id, memory, vcpus, mac, name or key, guest_data_from_ad(ad, mac, name),
                    disk_node=disk_node if isinstance(disk_node, str) and disk_node else None,
