@@ -16,7 +16,11 @@ REPO_DIR=$(dirname "$TESTBED_DIR")
 # The cached Debian roots and guest image live outside the git tree so every
 # clone (and CI) reuses them.
 CACHE_DIR=${CONDOR_CLOUD_TESTBED_CACHE:-/var/cache/condor-cloud-testbed}
-GUEST_DIR=$CACHE_DIR/guest
+# The test guest: one directory per version of its sources (build-guest*,
+# guest/), so checkouts with different guests, side by side in two slots, do
+# not rebuild each other's image under their tests.
+GUEST_DIR=$CACHE_DIR/guest-$(cat "$TESTBED_DIR/build-guest" "$TESTBED_DIR/build-guest-in-root" "$TESTBED_DIR"/guest/* \
+  | sha256sum | cut -c1-16)
 # Which HTCondor the hosts run: 23 (Debian 13's condor 23.9, the default and what
 # CI runs) or 25 (Debian unstable's condor 25.x). Each has its own cached root
 # and its own runtime state.

@@ -121,6 +121,14 @@ class Instances:
         self.launched.append(handle)
         return handle
 
+    def clear(self) -> None:
+        """Remove every instance launched so far and wait until they have left the queue (and so
+        given their nodes' CPUs back)."""
+        self.remove_all()
+        for i in self.launched:
+            i.wait_gone(180)
+        self.launched.clear()
+
     def remove_all(self) -> None:
         import htcondor2
         if self.launched:

@@ -81,7 +81,7 @@ class LibvirtConns(dict):
         import libvirt
         conn = self.get(name)
         try:
-            alive = conn is not None and conn.isAlive() == 1
+            alive = conn is not None and conn.getLibVersion() > 0  # a call: a broken socket fails it
         except libvirt.libvirtError:
             alive = False
         if not alive:

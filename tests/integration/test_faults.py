@@ -314,7 +314,9 @@ def cache_bytes(testbed: Testbed, host: str) -> int:
 def eight_images_at_once(testbed: Testbed, instances: Instances):
     """A stopped instance keeps its image in node1's cache; then the cache limit leaves room for three
     more images, and eight instances of eight uncached images are launched on node1 together, while
-    the cache's contents are measured."""
+    the cache's contents are measured. (The eight need all of node1's 8 CPUs: the module's earlier
+    instances are removed first.)"""
+    instances.clear()
     kept = instances.submit(publish_image(testbed, "kept"), on_host="node1")
     wait_page(kept.wait_address()["CloudAddresses"], "boots 1")
     kept.request("stop")
@@ -332,19 +334,21 @@ def eight_images_at_once(testbed: Testbed, instances: Instances):
             time.sleep(0.05)
     sampler = threading.Thread(target=measure)
     sampler.start()
+    launched = []
     try:
         launched = [instances.submit(name, on_host="node1") for name in names]
         ads = [i.wait(lambda ad: ad["JobStatus"] == HELD or ad.get("CloudVMState") == "RUNNING",
                       "the instance to run or be held", timeout=300) for i in launched]
+        bases = [backing_file(i.files(ad)[1].disk)
+                 for i, ad in zip(launched, ads, strict=True) if ad["JobStatus"] != HELD]
+        bases_cached = [b for b in bases if testbed.path("node1", b).is_file()]
+        kept_base_cached = testbed.path("node1", backing_file(kept_files.disk)).is_file()
     finally:
         done.set()
         sampler.join()
         config.unlink()
-    bases = [backing_file(i.files(ad)[1].disk) for i, ad in zip(launched, ads, strict=True) if ad["JobStatus"] != HELD]
-    bases_cached = [b for b in bases if testbed.path("node1", b).is_file()]
-    kept_base_cached = testbed.path("node1", backing_file(kept_files.disk)).is_file()
-    for instance in launched:
-        instance.act("Remove")
+        for instance in launched:
+            instance.act("Remove")
     kept.start()
     kept_page = wait_page(kept.wait_address()["CloudAddresses"], "boots", 90)
     for name in names:

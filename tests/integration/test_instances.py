@@ -295,13 +295,12 @@ def test_no_instance_writes_a_shared_console_log_on_the_master(flooding):
 VALUES = {"CloudTestBackslashes": "C:\\temp\\new", "CloudTestQuotes": 'say "hi" \\"there\\"',
           "CloudTestUTF8": "café ☁ ünïcødé", "CloudTestTrailingBackslash": "ends in \\"}
 REPORTER = """
-import json
+import json, time
 from condor_cloud.node.chirp import Chirp
 chirp = Chirp.from_condor()
 for attr, value in json.load(open("/tmp/chirp-values.json")).items():
     chirp.set(attr, value)
-print("reported", flush=True)
-import time; time.sleep(600)
+time.sleep(600)
 """
 
 
@@ -316,14 +315,13 @@ def reported(testbed: Testbed, schedd):
     (tmp / "chirp-reporter.py").write_text(REPORTER)
     job = schedd.submit(htcondor2.Submit({
         "executable": "/usr/bin/python3", "arguments": "/tmp/chirp-reporter.py", "transfer_executable": "false",
-        "should_transfer_files": "YES", "initialdir": "/tmp", "output": "chirp-reporter.out",
-        "My.WantIOProxy": "true", "requirements": f'Machine == "{testbed.fqdn("master")}"'})).cluster()
+        "should_transfer_files": "YES", "initialdir": "/tmp", "My.WantIOProxy": "true",
+        "requirements": f'Machine == "{testbed.fqdn("master")}"'})).cluster()
     try:
         for attr, value in VALUES.items():
             schedd.edit(f"ClusterId == {job}", attr.replace("CloudTest", "CloudEdited"), literal(value))
-        wait_for(lambda: (tmp / "chirp-reporter.out").exists() and "reported" in (tmp / "chirp-reporter.out")
-                 .read_text(), 120, "the job to report its values")
-        yield schedd.query(f"ClusterId == {job}", [])[0]
+        yield wait_for(lambda: (ads := schedd.query(f"ClusterId == {job}", [])) and all(a in ads[0] for a in VALUES)
+                       and ads[0], 120, "the job to report its values")
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {job}")
 
