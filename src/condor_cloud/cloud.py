@@ -353,9 +353,10 @@ class Cloud:
         """Submit one instance: every attribute, the user's too, in the one submit transaction,
         so no instance ever runs half-described, and a failed submit leaves nothing behind.
 
-        ADMIN: the creator is an admin (no instance limit). The job ad keeps the create's client token (the client's client_token, else a new one):
-        a create with the token of one of the owner's instances answers that instance, so a
-        client that retries after an answer it never got makes one instance, not two."""
+        ADMIN: the creator is an admin (no instance limit). The job ad keeps the create's
+        client token (the client's client_token, else a new one): a create with the token of
+        one of the owner's instances answers that instance, so a client that retries after an
+        answer it never got makes one instance, not two."""
         token = params.get("client_token") or new_client_token()
         if not CLIENT_TOKEN.fullmatch(token):
             raise ParameterError("client_token is 1 to 64 of the characters A-Z a-z 0-9 . _ : -")

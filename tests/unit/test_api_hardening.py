@@ -11,8 +11,9 @@ import htcondor2
 import pytest
 
 from condor_cloud.api.app import create_app
-from condor_cloud.api.auth import SESSION_COOKIE, Credentials
+from condor_cloud.api.auth import Credentials
 from condor_cloud.cloud import Cloud, User
+from condor_cloud.errors import Unavailable
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
 from conftest import JSON, USERS, XML, client
@@ -265,7 +266,7 @@ def test_a_console_read_is_bounded_by_the_api_timeout(cloud, schedd, monkeypatch
         raise FileNotFoundError("condor_tail")
     monkeypatch.setattr("condor_cloud.cloud.subprocess.run", run)
     iid = cloud.create({"image_id": "tiny.img"}, "alice").id
-    with pytest.raises(Exception):
+    with pytest.raises(Unavailable, match="condor_tail"):
         cloud.console(iid, ALICE)
     assert seen["timeout"] <= cloud.settings.api_condor_timeout
 

@@ -4,7 +4,6 @@ in a worker thread with a deadline, so nothing blocks the event loop, and the th
 are counted, so nothing piles up behind a stalled daemon."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
