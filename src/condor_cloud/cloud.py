@@ -274,10 +274,11 @@ class Cloud:
         """Held from counting the user's instances and choosing an address to submitting the
         instance, by every process of this master (the API's threads, the command line), so
         no two instances get one address and no user passes their limit. Waited for at most
-        the API's timeout (a create before it may be waiting for a stopped schedd)."""
+        twice the API's timeout (a create before it may be waiting for a stopped schedd)."""
         busy = Busy("another create is still waiting for HTCondor; try again in a few seconds")
-        deadline = time.monotonic() + self.settings.api_condor_timeout
-        if not self._assigning.acquire(timeout=self.settings.api_condor_timeout):
+        patience = 2 * self.settings.api_condor_timeout
+        deadline = time.monotonic() + patience
+        if not self._assigning.acquire(timeout=patience):
             raise busy
         try:
             self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)

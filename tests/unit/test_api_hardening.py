@@ -266,7 +266,7 @@ def test_a_console_read_is_bounded_by_the_api_timeout(cloud, schedd, monkeypatch
         raise FileNotFoundError("condor_tail")
     monkeypatch.setattr("condor_cloud.cloud.subprocess.run", run)
     iid = cloud.create({"image_id": "tiny.img"}, "alice").id
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match="condor_tail"):
         cloud.console(iid, ALICE)
     assert seen["timeout"] <= cloud.settings.api_condor_timeout
 
@@ -300,3 +300,22 @@ def test_a_create_the_schedd_confirmed_is_answered_even_if_it_stalls_right_after
     instance = r.json()["instance"]
     assert (instance["id"], instance["name"], instance["state"]) == ("1.0", "made", "PENDING")
     assert len(schedd.jobs) == 1
+
+
+def test_concurrent_creates_beyond_the_slots_queue_instead_of_failing(app, schedd, monkeypatch):
+    submit = schedd.submit
+
+    def slow_submit(*args, **kwargs):  # a round trip: time for the other creates to pile up
+        time.sleep(0.05)
+        return submit(*args, **kwargs)
+    monkeypatch.setattr(schedd, "submit", slow_submit)
+    statuses: list[int] = []
+    with client(app, "admin") as c:
+        def create() -> None:
+            statuses.append(c.post("/api/instances", params={"image_id": "tiny.img"}).status_code)
+        creators = [threading.Thread(target=create) for _ in range(24)]
+        for t in creators:
+            t.start()
+        for t in creators:
+            t.join(60)
+    assert statuses == [201] * 24 and len(schedd.jobs) == 24

@@ -122,11 +122,22 @@ def error_response(request: Request, status: int, message: str, headers: dict[st
     return Response(rep.html(page(request)), status, headers, media_type="text/html; charset=utf-8")
 
 
+async def _slot(slots: threading.BoundedSemaphore, patience: float) -> bool:
+    """A slot taken within PATIENCE seconds (polled: the event loop may not block on it)."""
+    deadline = anyio.current_time() + patience
+    while not slots.acquire(blocking=False):
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(0.05)
+    return True
+
+
 async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool = False,
               changes: bool = False) -> Any:
     """FN(*ARGS) in a worker thread: the core's calls block (file systems, HTCondor's worker
     processes), the event loop must not. Each call holds one of the SLOTS of its kind until
-    its thread ends; with none free it gets Busy (503) at once. A read is answered at
+    its thread ends; with none free a read gets Busy (503) at once, a change after waiting
+    for one up to the API's timeout (concurrent creates queue). A read is answered at
     most the API's timeout after it started; a change is never cancelled (its thread
     carries it to the end), and its answer waits at most twice that, then says the change
     is not confirmed yet."""
@@ -134,7 +145,7 @@ async def run(request: Request, fn: Callable[..., Any], *args: Any, files: bool 
     kind = "files" if files else "condor"
     slots: threading.BoundedSemaphore = state.slots[kind]
     what = "the shared_images file system" if files else "HTCondor"
-    if not slots.acquire(blocking=False):
+    if not await _slot(slots, state.timeout if changes else 0.0):
         raise Busy(f"{SLOTS[kind]} requests are already waiting for {what}; try again in a few seconds")
 
     def call() -> Any:
