@@ -118,7 +118,7 @@ def test_every_executable_the_config_names_is_installed(rpm_root):
     config = "\n".join(p.read_text() for p in (rpm_root / "etc/condor/config.d").glob("*.conf"))
     libexec = re.search(r"^CONDOR_CLOUD_LIBEXEC = (\S+)", config, re.M).group(1)
     named = re.findall(r"\$\(CONDOR_CLOUD_LIBEXEC\)/([\w-]+)", config)
-    assert {"prepare-job", "job-exit", "startd-cron", "vm-wrapper"} <= set(named)
+    assert {"prepare-job", "startd-cron", "vm-wrapper"} <= set(named)
     for name in named:
         path = rpm_root / libexec.lstrip("/") / name
         assert path.is_file() and os.access(path, os.X_OK), path
