@@ -420,8 +420,12 @@ def test_the_entry_point_lists_every_collection(anonymous):
 
 def test_the_instance_list_refreshes_itself_while_something_changes(alice, alices, schedd):
     assert 'http-equiv="refresh"' in alice.get("/api/instances?format=html").text
-    schedd.set(alices, JobStatus=2, CloudVMState="RUNNING")
+    schedd.set(alices, JobStatus=2, CloudVMState="RUNNING")  # booting: no address yet
+    assert 'http-equiv="refresh"' in alice.get("/api/instances?format=html").text
+    assert 'http-equiv="refresh"' in alice.get(f"/api/instances/{alices}?format=html").text
+    schedd.set(alices, CloudAddresses="198.18.0.20")
     assert 'http-equiv="refresh"' not in alice.get("/api/instances?format=html").text
+    assert 'http-equiv="refresh"' not in alice.get(f"/api/instances/{alices}?format=html").text
 
 
 def test_the_instance_page_shows_what_the_api_knows(alice, alices, schedd):

@@ -18,7 +18,7 @@ from condor_cloud.cloud import Instance, Node, User, new_client_token
 from condor_cloud.images import Image, ImageFacts
 from condor_cloud.keys import Key
 from condor_cloud.profiles import HardwareProfile
-from condor_cloud.states import ERROR, FINISH, PENDING, STOPPING
+from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPING
 
 if TYPE_CHECKING:
     from condor_cloud.api.representations import Volume
@@ -247,9 +247,14 @@ def images_page(page: Page, images: list[tuple[Image, ImageFacts]], profiles: Se
     return _html(root)
 
 
+def _changing(i: Instance) -> bool:
+    """Worth watching: starting or stopping, or running but its guest's address not known yet."""
+    return i.state in CHANGING or (i.state == RUNNING and not i.addresses)
+
+
 def instances_page(page: Page, instances: list[Instance]) -> str:
     page.here = "instances"
-    changing = any(i.state in CHANGING for i in instances)
+    changing = any(_changing(i) for i in instances)
     root, main = _layout(page, "Instances", refresh=changing)
     if changing:
         _sub(main, "p", f"Refreshing every {REFRESH_SECONDS} s while an instance is changing.",
@@ -284,7 +289,7 @@ def instances_page(page: Page, instances: list[Instance]) -> str:
 
 def instance_page(page: Page, i: Instance, console: str | None, console_error: str) -> str:
     page.here = "instances"
-    root, main = _layout(page, f"Instance {i.name}", refresh=i.state in CHANGING)
+    root, main = _layout(page, f"Instance {i.name}", refresh=_changing(i))
     card = _sub(main, "div", class_="card" + (" error" if i.state == ERROR else ""))
     facts = _sub(card, "dl", id="facts")
 
