@@ -5,8 +5,14 @@ from htcondor2 import JobStatus
 
 from condor_cloud.node.domain import Domain
 from condor_cloud.node.guest import Host
-from condor_cloud.node.instance import (QUARANTINE, InstanceFiles, domain_name, entries_in_use, instance_dirs,
-                                         quarantined)
+from condor_cloud.node.instance import (
+    QUARANTINE,
+    InstanceFiles,
+    domain_name,
+    entries_in_use,
+    instance_dirs,
+    quarantined,
+)
 from condor_cloud.node.reconcile import QUARANTINE_DAYS, Job, reconcile, verdict
 
 HERE, THERE = "node1.example.org", "node2.example.org"
@@ -125,3 +131,17 @@ def test_a_gone_jobs_disk_is_still_deleted_at_once(tmp_path, host):
     files = prepared(tmp_path, 1)
     assert reconcile(tmp_path, HERE, host, lambda schedd, ids: {}, now=1_000_000) == [files.dir.name]
     assert not files.dir.exists() and quarantined(tmp_path) == []
+
+
+def test_a_directory_the_reconciler_cannot_read_is_skipped_and_the_others_are_judged(tmp_path, host, monkeypatch):
+    unreadable, gone = prepared(tmp_path, 1), prepared(tmp_path, 2)
+    real = InstanceFiles.in_use
+
+    def in_use(files):
+        if files.dir == unreadable.dir:
+            raise PermissionError(13, "Permission denied", str(files.lock_file))
+        return real(files)
+    monkeypatch.setattr(InstanceFiles, "in_use", in_use)
+    answer = {job_id(1): Job(JobStatus.IDLE, disk_node=THERE), job_id(2): Job(JobStatus.IDLE, disk_node=THERE)}
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: answer) == [gone.dir.name]
+    assert unreadable.disk.exists()

@@ -1,6 +1,7 @@
 """One instance on a node: what its job ad asks for, where its files live, and its lock."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -158,16 +159,25 @@ class InstanceFiles:
 
     def in_use(self) -> bool:
         """Is the lock held (by a hook or wrapper working on this instance now)? Only probes:
-        the reconciler creates no files here."""
+        the reconciler creates no files here. The job's user may write in the directory: a lock file
+        that is not a regular file (a FIFO, a symbolic link) counts as held, and is never waited on."""
         try:
-            with open(self.lock_file) as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return True
-                return False
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            return True
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def record_job(self, job_id: str) -> None:
         write_atomic(self.job_record, job_id)
@@ -245,7 +255,7 @@ def quarantined(instances: Path) -> list[InstanceFiles]:
     try:
         with quarantine_dir(instances) as fd:
             names = sorted(os.listdir(fd))
-    except CloudError:
+    except (CloudError, OSError):
         return []
     return [InstanceFiles(instances / QUARANTINE / name) for name in names]
 

@@ -92,7 +92,11 @@ def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader, n
     expire_quarantine(instances, now)
     judged: dict[str, list[tuple[InstanceFiles, str]]] = {}
     for files in instance_dirs(instances):
-        job_id = files.job_id()
+        try:
+            job_id = files.job_id()
+        except OSError as e:  # one directory the reconciler cannot read stops no other
+            log.warning("instance %s: cannot read its job record: %s", files.dir.name, e)
+            continue
         if job_id is not None:  # not yet recorded: being prepared, judged next time
             judged.setdefault(schedd_of(job_id), []).append((files, job_id))
     deleted = []
@@ -105,10 +109,10 @@ def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader, n
         for files, job_id in group:
             job = jobs.get(job_id)
             why = verdict(job, here)
-            if why is None or (job is not None and not job.gone and files.in_use()):
-                continue
             key = files.dir.name
             try:
+                if why is None or (job is not None and not job.gone and files.in_use()):
+                    continue
                 if host.guest(domain_name(key)).destroy():
                     log.warning("instance %s: destroyed its domain: %s", key, why)
                 if job is None or job.gone:
@@ -119,7 +123,7 @@ def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader, n
                     log.warning("instance %s: moved its directory to the quarantine (deleted after %d days): %s",
                                 key, QUARANTINE_DAYS, why)
             except (CloudError, OSError) as e:
-                log.warning("instance %s: could not delete or quarantine its disk (%s): %s", key, why, e)
+                log.warning("instance %s: left as it is (%s): %s", key, why, e)
                 continue
             deleted.append(key)
     return deleted
