@@ -235,7 +235,8 @@ import htcondor2
 from condor_cloud.node.reconcile import queue_reader
 from condor_cloud.settings import Settings
 read = queue_reader(Settings.from_condor().reconciler_tokens)
-print("read", read("{schedd}", ["{job}"]) is not None)
+jobs = read("{schedd}", ["{job}"])
+print("read", jobs is not None and jobs.get("{job}") is not None and jobs["{job}"].status)
 try:
     htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, "{schedd}")).edit(
         "ClusterId == {cluster}", "CloudName", '"changed"')
@@ -255,7 +256,7 @@ def with_the_reconciler_token(testbed: Testbed, instances: Instances):
 
 
 def test_the_reconciler_reads_the_queue(with_the_reconciler_token):
-    assert "read True" in with_the_reconciler_token[0]
+    assert f"read {HELD}" in with_the_reconciler_token[0]  # the job, as held
 
 
 def test_the_reconciler_token_changes_nothing(with_the_reconciler_token):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cloud import (CACHE, HELD, RUNNING, Instances, backing_file, cache_copies, cloud_jobs, domain_names,
+from cloud import (CACHE, HELD, INSTANCES, RUNNING, Instances, backing_file, cache_copies, cloud_jobs, domain_names,
                    guest_page, publish_image, undefined, wait_page)
 from harness import REPO, Opens, Testbed, wait_for
 
@@ -348,7 +348,7 @@ def test_the_cache_stays_under_its_limit_while_eight_images_are_copied_at_once(e
 def test_launches_that_do_not_fit_are_held_for_the_cache_limit(eight_images_at_once):
     ads = eight_images_at_once[2]
     held = [ad for ad in ads if ad["JobStatus"] == HELD]
-    assert len(held) < len(ads)
+    assert 0 < len(held) < len(ads)
     assert all("CACHE_SIZE_LIMIT" in ad["HoldReason"] for ad in held)
 
 
@@ -415,7 +415,7 @@ def node_died(testbed: Testbed, instances: Instances, libvirt_conns):
     wait_page(ad["CloudAddresses"], "boots 1")
     wait_page(stopped.wait_address()["CloudAddresses"], "boots 1")
     stopped.request("stop")
-    stopped.wait_held("the stop")
+    starts_before = stopped.wait_held("the stop").get("NumJobStarts")
     _, running_files = running.files(ad)
     for instance in (running, stopped):
         instance.free_to_move()
@@ -432,9 +432,11 @@ def node_died(testbed: Testbed, instances: Instances, libvirt_conns):
     back = time.monotonic()
     wait_for(lambda: not running_files.dir.exists(), DELETED_WITHIN + 60, "node1 to delete the moved disk")
     deleted_after = time.monotonic() - back
+    quarantined = [d for d in testbed.path("node1", f"{INSTANCES}/.quarantine").iterdir()
+                   if d.name.startswith(running_files.dir.name + "@") and (d / "disk.qcow2").exists()]
     returned = stopped.wait_address(timeout=180)
     returned_page = wait_page(returned["CloudAddresses"], "boots", 90)
-    return moved, moved_page, waiting, deleted_after, returned, returned_page, ad
+    return moved, moved_page, waiting, deleted_after, returned, returned_page, ad, starts_before, quarantined
 
 
 def test_a_running_instance_of_a_dead_node_starts_again_on_another_node(node_died):
@@ -443,13 +445,19 @@ def test_a_running_instance_of_a_dead_node_starts_again_on_another_node(node_die
     assert "boots 1" in moved_page  # a fresh disk: the running one died with its node
 
 
-def test_a_stopped_instance_of_a_dead_node_waits_for_that_node(node_died):
-    waiting = node_died[2]
+def test_a_stopped_instance_of_a_dead_node_waits_for_that_node(testbed, node_died):
+    waiting, starts_before = node_died[2], node_died[7]
     assert waiting["JobStatus"] == 1  # idle: PENDING
+    assert waiting["CloudPinnedNode"] == testbed.fqdn("node1")
+    assert waiting.get("NumJobStarts") == starts_before  # it ran nowhere else meanwhile
 
 
 def test_the_returning_node_deletes_the_disks_that_are_no_longer_its_own(node_died):
     assert node_died[3] < DELETED_WITHIN
+
+
+def test_it_keeps_them_in_its_quarantine_for_a_while(node_died):
+    assert len(node_died[8]) == 1
 
 
 def test_the_returning_node_runs_the_stopped_instance_from_its_kept_disk(testbed, node_died):
