@@ -131,3 +131,11 @@ def test_the_pin_is_reported_as_soon_as_a_shutdown_begins(tmp_path):
     w.begin_shutdown("signal")
     assert w.job.reported["CloudPinnedNode"] == "node1.example.org"
     assert list(w.job.reported).index("CloudPinnedNode") < list(w.job.reported).index("CloudVMState")
+
+
+def test_a_signal_while_libvirtd_cannot_be_reached_still_pins_the_instance_here(tmp_path):
+    from condor_cloud.errors import CloudError
+    w = running_wrapper(tmp_path, Flaky(CloudError("cannot connect to libvirt")))
+    w.signalled = True
+    assert w.step() is not None
+    assert w.job.reported["CloudPinnedNode"] == "node1.example.org" and w.guest.done == []

@@ -213,6 +213,9 @@ class Wrapper:
             self.libvirt_backoff.succeeded()
         except CloudError as e:
             log.warning("%s; the guest counts as running, asking again in %.0f s", e, self.libvirt_backoff.failed())
+            if self.signalled:  # the shutdown waits for libvirtd; the pin does not
+                self.job.report(A.PINNED_NODE, self.node)
+            self.job.flush()
             return self.libvirt_backoff.delay
         try:
             return self.tend()
