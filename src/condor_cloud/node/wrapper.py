@@ -117,10 +117,7 @@ class Wrapper:
         if self.shutdown_by is not None:
             return
         self.shutdown_by = by
-        now = time.monotonic()
-        self.shutdown_deadline = now + self.settings.shutdown_timeout
-        if by == "signal":  # condor kills the wrapper after the vacate time: report until shortly before
-            self.report_deadline = now + A.MAX_VACATE_TIME - VACATE_MARGIN
+        self.shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout
         log.info("instance %s: ACPI shutdown (%s)", self.spec.key, by)
         # The pin first, and from now on: a vacated job must come back to this node, where its disk is,
         # even if the shadow only answers late.
@@ -178,6 +175,8 @@ class Wrapper:
 
     def run(self) -> int:
         def on_signal(_signum, _frame):
+            if not self.signalled:  # condor kills the wrapper after the vacate time: report until shortly before
+                self.report_deadline = time.monotonic() + A.MAX_VACATE_TIME - VACATE_MARGIN
             self.signalled = True
         signal.signal(signal.SIGTERM, on_signal)
 
