@@ -151,6 +151,38 @@ def test_the_wrapper_reconnects_to_a_restarted_libvirtd(libvirtd_restarted):
     assert "boots 2" in libvirtd_restarted[1]
 
 
+@pytest.fixture(scope="module")
+def libvirtd_gone_for_long(testbed: Testbed, instances: Instances):
+    """A running instance on node1 whose libvirtd is stopped for longer than its wrapper's reconnect
+    attempts (60 s), then started again; the job ad and the guest's page after the outage, and
+    the page after a reboot request."""
+    instance = instances.submit(on_host="node1")
+    ad = instance.wait_address()
+    wait_page(ad["CloudAddresses"], "boots 1")
+    testbed.run("node1", "sh", "-c", "kill $(cat /run/libvirtd.pid); while kill -0 $(cat /run/libvirtd.pid) "
+                "2>/dev/null; do sleep 0.2; done")
+    down = time.monotonic()
+    try:
+        wait_for(lambda: time.monotonic() - down > 90, 100, "90 s without libvirtd")
+        during = instance.ad
+    finally:
+        testbed.run("node1", "libvirtd", "-d", "--pid-file=/run/libvirtd.pid")
+    page = wait_page(ad["CloudAddresses"], "boots 1")
+    instance.request("reboot")
+    rebooted = wait_page(ad["CloudAddresses"], "boots 2", 150)
+    return during, page, rebooted
+
+
+def test_a_libvirtd_gone_for_longer_than_the_wrappers_reconnects_costs_no_guest(libvirtd_gone_for_long):
+    during, page, _ = libvirtd_gone_for_long
+    assert during["JobStatus"] == RUNNING and during["CloudVMState"] == "RUNNING"
+    assert "boots 1" in page
+
+
+def test_the_wrapper_carries_out_requests_once_libvirtd_is_back(libvirtd_gone_for_long):
+    assert "boots 2" in libvirtd_gone_for_long[2]
+
+
 # -- the API killed mid-request -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
