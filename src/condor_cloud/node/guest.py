@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import libvirt
 
@@ -159,7 +160,7 @@ class Guest:
         return []
 
 
-def ipv4_addresses(ifaces: dict, mac: str) -> list[str]:
+def ipv4_addresses(ifaces: dict[str, Any], mac: str) -> list[str]:
     """The IPv4 addresses in IFACES (as interfaceAddresses returns them) of the NIC with MAC. The guest
     agent answers whatever the guest says: each address is checked like those of every other source."""
     return [a["addr"] for i in ifaces.values() if str(i.get("hwaddr") or "").lower() == mac
