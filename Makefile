@@ -21,11 +21,12 @@ testbed-down:
 test: lint
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
 
-# ruff and shellcheck over the project's Python and bash.
+# ruff and mypy (strict) over the project's Python, shellcheck over its bash.
 SHELL_SCRIPTS = testbed/lib.sh $(shell grep -lE '^\#!(/usr/bin/env (bash|sh)|/bin/(ba)?sh)' \
   testbed/* packaging/* tests/packaging/* .ci/* 2>/dev/null)
 lint:
 	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m mypy
 	$(dir $(PYTHON))shellcheck -x $(SHELL_SCRIPTS)
 
 unit-test:

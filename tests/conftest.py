@@ -81,7 +81,8 @@ class LibvirtConns(dict):
         import libvirt
         conn = self.get(name)
         try:
-            alive = conn is not None and conn.getLibVersion() > 0  # a call: a broken socket fails it
+            # isAlive() does not notice a libvirtd restarted under an idle connection: ask it something
+            alive = conn is not None and conn.isAlive() == 1 and conn.getLibVersion() > 0
         except libvirt.libvirtError:
             alive = False
         if not alive:

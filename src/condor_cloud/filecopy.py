@@ -83,7 +83,17 @@ def sparse_copy(src: Path, dest: Path, progress: Callable[[int], object] | None 
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace PATH's contents with TEXT at once: readers see the old or the new text, never a part."""
+    """Replace PATH's contents with TEXT at once: readers see the old or the new text, never a part,
+    and so does the node after a power loss (the text is on disk before it replaces the old, and the
+    replacement is on disk when this returns)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

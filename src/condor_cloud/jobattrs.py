@@ -93,9 +93,12 @@ EXIT_STOPPED = 3
 EXIT_POWERED_OFF = 5
 STOPPED_HOLD_SUBCODE = 1
 # The wrapper's exit code when the instance could not be started; the reason
-# is in CloudError, and the job's on_exit_hold makes it the hold reason.
+# is in CloudError, and the job's on_exit_hold makes it the hold reason. Any
+# other end of the wrapper (a signal, a crash) is held with this subcode too.
 EXIT_FAILED = 4
 FAILED_HOLD_SUBCODE = 2
+# Seconds condor gives the wrapper after SIGTERM (job_max_vacate_time) before it kills it.
+MAX_VACATE_TIME = 90
 
 # VM states the wrapper reports.
 RUNNING, STOPPING, STOPPED = "RUNNING", "STOPPING", "STOPPED"

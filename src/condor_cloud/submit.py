@@ -89,19 +89,24 @@ def instance_description(*, image_id: str, memory_mib: int, cpus: int, mac: str,
                          f"(MY.{A.PINNED_NODE} =?= undefined || TARGET.Machine == MY.{A.PINNED_NODE})"),
         # Prefer nodes that already cache the image.
         "rank": f"ifThenElse(member(MY.{A.IMAGE}, TARGET.{A.CACHED_IMAGES}) =?= true, 1, 0)",
-        "job_max_vacate_time": "90",
+        "job_max_vacate_time": str(A.MAX_VACATE_TIME),
         # Running instances outlive a schedd restart, and instances of a
         # dead node are started again, after this long.
         "job_lease_duration": str(int(lease)),
         # A run ends with the guest off; the instance is then held (STOPPED)
-        # with its disk kept, and only destroy (condor_rm) ends it.
-        "on_exit_hold": f"ExitCode =?= {A.EXIT_STOPPED} || ExitCode =?= {A.EXIT_POWERED_OFF} || "
-                        f"ExitCode =?= {A.EXIT_FAILED}",
+        # with its disk kept, and only destroy (condor_rm) ends it. Any other
+        # end of the wrapper (a signal, a crash) holds it too (ERROR), never
+        # completes it: a completed job's disk is deleted by the reconciler.
+        "on_exit_hold": "true",
         "on_exit_hold_reason": (f'ifThenElse(ExitCode =?= {A.EXIT_STOPPED}, '
                                 f'"Stopped; start the instance to boot it again", '
                                 f'ifThenElse(ExitCode =?= {A.EXIT_POWERED_OFF}, '
                                 f'"Stopped: the guest powered itself off; start the instance to boot it again", '
-                                f'strcat("condor-cloud: ", MY.{A.ERROR})))'),
-        "on_exit_hold_subcode": (f"ifThenElse(ExitCode =?= {A.EXIT_FAILED}, "
-                                 f"{A.FAILED_HOLD_SUBCODE}, {A.STOPPED_HOLD_SUBCODE})"),
+                                f'strcat("condor-cloud: ", ifThenElse(ExitCode =?= {A.EXIT_FAILED}, MY.{A.ERROR}, '
+                                f'strcat("the VM wrapper ended unexpectedly: ", '
+                                f'ifThenElse(ExitBySignal =?= true, strcat("signal ", string(ExitSignal)), '
+                                f'strcat("exit ", string(ExitCode))), '
+                                f'"; the disk is kept; start the instance again")))))'),
+        "on_exit_hold_subcode": (f"ifThenElse(ExitCode =?= {A.EXIT_STOPPED} || ExitCode =?= {A.EXIT_POWERED_OFF}, "
+                                 f"{A.STOPPED_HOLD_SUBCODE}, {A.FAILED_HOLD_SUBCODE})"),
     }

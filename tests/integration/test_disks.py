@@ -20,10 +20,12 @@ from cloud import (
     wait_page,
 )
 from condor_cloud.cloud import OPERATOR
+from condor_cloud.node.reconcile import QUERY_TIMEOUT
 from condor_cloud.states import STOPPING, instance_state
 from harness import Testbed, wait_for
 
 DELETED_WITHIN = 120  # the reconciler deletes what is no longer the node's within 2 minutes
+CRON_PERIOD = 30  # the startd cron that reconciles (StartdCronPeriodic in 50-condor-cloud-execute.conf)
 
 
 def sha256(path) -> str:
@@ -133,8 +135,9 @@ def test_a_destroyed_instance_leaves_no_disk_behind(destroyed, which):
 @pytest.fixture(scope="module")
 def removed_while_reconnecting(testbed: Testbed, instances: Instances, libvirt_conns):
     """A running instance whose node is off the LAN while the master's daemons restart, removed while
-    the new schedd tries to reconnect to it; its node plugged back in 20 s later. Whether its domain
-    ran on while the node could not ask the schedd, and how long it ran after the removal."""
+    the new schedd tries to reconnect to it; its node plugged back in after two of its reconciler's
+    runs (and their query timeouts). Whether its domain ran on while the node could not ask the
+    schedd, and how long it ran after the node could ask again."""
     instance = instances.submit(on_host="node1")
     ad = instance.wait_address()
     [old] = testbed.pids("master", "condor_schedd")
@@ -144,20 +147,22 @@ def removed_while_reconnecting(testbed: Testbed, instances: Instances, libvirt_c
         wait_for(lambda: testbed.pids("master", "condor_schedd") not in ([], [old]), 60, "a new schedd")
         instance.act("Remove")
         removed = time.monotonic()
-        wait_for(lambda: time.monotonic() - removed > 20, 30, "20 s more off the LAN")
+        blind = 2 * CRON_PERIOD + QUERY_TIMEOUT  # two reconciler runs whose queries time out
+        wait_for(lambda: time.monotonic() - removed > blind, blind + 10, f"{blind} s more off the LAN")
         running_blind = ad["CloudDomain"] in domain_names(libvirt_conns["node1"])
     finally:
         testbed.cable("node1", "plug")
+    plugged = time.monotonic()
     wait_for(lambda: ad["CloudDomain"] not in domain_names(libvirt_conns["node1"]), DELETED_WITHIN + 120,
              "the removed instance's domain to go")
-    return running_blind, time.monotonic() - removed
+    return running_blind, time.monotonic() - plugged
 
 
 def test_a_node_that_cannot_ask_the_schedd_destroys_nothing(removed_while_reconnecting):
     assert removed_while_reconnecting[0]
 
 
-def test_an_instance_removed_while_its_schedd_reconnects_is_destroyed_within_two_minutes(
+def test_an_instance_removed_while_its_node_is_cut_off_is_destroyed_within_two_minutes_of_its_return(
         removed_while_reconnecting):
     assert removed_while_reconnecting[1] < DELETED_WITHIN
 
@@ -246,7 +251,8 @@ import htcondor2
 from condor_cloud.node.reconcile import queue_reader
 from condor_cloud.settings import Settings
 read = queue_reader(Settings.from_condor().reconciler_tokens)
-print("read", read("{schedd}", ["{job}"]) is not None)
+jobs = read("{schedd}", ["{job}"])
+print("read", jobs is not None and jobs.get("{job}") is not None and jobs["{job}"].status)
 try:
     htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, "{schedd}")).edit(
         "ClusterId == {cluster}", "CloudName", '"changed"')
@@ -266,7 +272,7 @@ def with_the_reconciler_token(testbed: Testbed, instances: Instances):
 
 
 def test_the_reconciler_reads_the_queue(with_the_reconciler_token):
-    assert "read True" in with_the_reconciler_token[0]
+    assert f"read {HELD}" in with_the_reconciler_token[0]  # the job, as held
 
 
 def test_the_reconciler_token_changes_nothing(with_the_reconciler_token):

@@ -175,7 +175,10 @@ def test_a_job_ad_naming_a_file_outside_the_images_is_held_before_anything_is_re
     assert ad.get("CloudDiskNode") is None
 
 
-def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvirt_conns):
+@pytest.fixture(scope="module")
+def killed_wrapper(testbed: Testbed, instances: Instances, libvirt_conns):
+    """A running instance whose wrapper was SIGKILLed; the job's ad and its disk after two more runs
+    of the node's reconciler (the startd cron)."""
     instance = instances.submit(on_host="node1")
     ad = instance.wait_address()
     node, files = instance.files(ad)
@@ -183,9 +186,34 @@ def test_no_orphan_domain_survives_a_killed_wrapper(instances: Instances, libvir
     wrappers = holders_of(lock)
     assert len(wrappers) == 1
     os.kill(wrappers[0], signal.SIGKILL)
-    conn = libvirt_conns[node]
-    wait_for(lambda: ad["CloudDomain"] not in [d.name() for d in conn.listAllDomains()], 60,
+    wait_for(lambda: ad["CloudDomain"] not in [d.name() for d in libvirt_conns[node].listAllDomains()], 60,
              "the orphan domain to go")
+    held = instance.wait_held("the killed wrapper to hold the job", timeout=60)
+    cron_runs(testbed, node, 2)
+    domains = [d.name() for d in libvirt_conns[node].listAllDomains()]
+    return held, instance.ad, files, ad["CloudDomain"] in domains
+
+
+def cron_runs(testbed: Testbed, node: str, runs: int) -> None:
+    """Wait until the node's startd cron (which reconciles) has run RUNS more times."""
+    state = testbed.path(node, "/run/condor/condor-cloud-cron.last")
+    for _ in range(runs):
+        before = state.stat().st_mtime_ns
+        wait_for(lambda: state.stat().st_mtime_ns != before, 90, "the startd cron to run")
+
+
+def test_no_orphan_domain_survives_a_killed_wrapper(killed_wrapper):
+    assert not killed_wrapper[3]
+
+
+def test_a_killed_wrapper_holds_the_instance_with_a_reason(killed_wrapper):
+    held, now = killed_wrapper[:2]
+    assert "the VM wrapper ended unexpectedly: signal 9" in held["HoldReason"]
+    assert now is not None and now["JobStatus"] == HELD
+
+
+def test_a_killed_wrappers_instance_keeps_its_disk(killed_wrapper):
+    assert killed_wrapper[2].disk.exists()
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ import errno
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 
+from condor_cloud import filecopy
 from condor_cloud.errors import CacheError
-from condor_cloud.filecopy import sparse_copy
+from condor_cloud.filecopy import sparse_copy, write_atomic
 from condor_cloud.images import find_image
 from condor_cloud.node.cache import ImageCache
 
@@ -224,3 +226,20 @@ def test_a_crashed_copy_reserves_nothing(shared, cache):
     (cache.root / ".reservations" / "a.img@dead").write_text(str(4 * MiB))
     assert cache.used_bytes() == 0
     ensure(cache, shared, "a.img")
+
+
+def test_a_record_is_on_disk_before_it_replaces_the_old_one_and_its_directory_after(tmp_path, monkeypatch):
+    """After a power loss a record is the old one or the new one, never empty."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", "dir" if os.path.isdir(target) else Path(target).read_text()))
+        real_fsync(fd)
+    monkeypatch.setattr(filecopy.os, "fsync", fsync)
+    monkeypatch.setattr(filecopy.os, "replace", lambda a, b: (events.append(("replace",)), real_replace(a, b)))
+    (tmp_path / "base").write_text("old")
+    write_atomic(tmp_path / "base", "new")
+    assert events == [("fsync", "new"), ("replace",), ("fsync", "dir")]
+    assert (tmp_path / "base").read_text() == "new" and os.listdir(tmp_path) == ["base"]

@@ -71,3 +71,17 @@ def test_undefined_clears_an_attribute(tmp_path):
     ad.report("CloudAddresses", None)
     assert ad.flush()
     assert calls(tmp_path) == ["set_job_attr CloudAddresses undefined"]
+
+
+@pytest.mark.parametrize("output", [r"printf '\377\376 not utf-8'", "echo '\"unterminated'", "echo ')('"])
+def test_an_answer_that_is_not_a_classad_value_is_a_chirp_error(tmp_path, output):
+    with pytest.raises(ChirpError, match="CloudRequest"):
+        fake_chirp(tmp_path, output).get("CloudRequest")
+
+
+def test_a_report_no_job_attribute_can_hold_is_dropped_and_the_rest_still_go(tmp_path):
+    job = JobAd(fake_chirp(tmp_path, "true"))
+    job.report("CloudAddresses", "1.2.3.4\n")
+    job.report("CloudVMState", "RUNNING")
+    assert job.flush()
+    assert calls(tmp_path) == ["set_job_attr CloudVMState \"RUNNING\""]

@@ -53,3 +53,39 @@ def test_the_machine_ad_lists_cached_images_and_health(tmp_path):
     assert list(ad["CloudCachedImages"]) == ["tiny.img"]
     assert ad["CloudLibvirtOK"] is True
     assert ad["CloudCacheFreeMiB"] == 8
+
+
+def test_the_machine_ad_is_printed_before_the_slow_reconciler_runs(tmp_path, monkeypatch, capsys):
+    from condor_cloud.node import cron
+    settings = Settings(local_cache=tmp_path / "cache", instances=tmp_path / "instances",
+                        libvirt_uri="test:///default")
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(cron.Settings, "from_condor", classmethod(lambda cls: settings))
+    monkeypatch.setattr(cron, "this_node", lambda: "node1.example.org")
+    monkeypatch.setattr(cron, "state_file", lambda: tmp_path / "cron.last")
+    printed_before = []
+
+    def slow_reconcile(*args, **kwargs):
+        printed_before.append(capsys.readouterr().out)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cron, "reconcile", slow_reconcile)
+    assert cron.main() == 0
+    assert "CloudLibvirtOK = true" in printed_before[0] and printed_before[0].splitlines()[-1].startswith("-")
+
+
+def test_a_lock_file_that_is_a_fifo_or_a_symlink_does_not_hang_the_cron_and_counts_as_in_use(tmp_path):
+    import os
+    import signal
+    fifo, link = InstanceFiles.of(tmp_path, "fifo_1.0_1"), InstanceFiles.of(tmp_path, "link_1.0_1")
+    fifo.make(), link.make()
+    os.mkfifo(fifo.lock_file)
+    link.lock_file.symlink_to(fifo.lock_file)
+    def hung(_signum, _frame):
+        raise TimeoutError("in_use() hangs")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        assert fifo.in_use() and link.in_use()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

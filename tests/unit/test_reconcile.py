@@ -5,8 +5,15 @@ from htcondor2 import JobStatus
 
 from condor_cloud.node.domain import Domain
 from condor_cloud.node.guest import Host
-from condor_cloud.node.instance import InstanceFiles, domain_name
-from condor_cloud.node.reconcile import Job, reconcile, verdict
+from condor_cloud.node.instance import (
+    QUARANTINE,
+    InstanceFiles,
+    domain_name,
+    entries_in_use,
+    instance_dirs,
+    quarantined,
+)
+from condor_cloud.node.reconcile import QUARANTINE_DAYS, Job, reconcile, verdict
 
 HERE, THERE = "node1.example.org", "node2.example.org"
 SCHEDD = "master.example.org"
@@ -87,3 +94,54 @@ def test_the_schedd_is_asked_about_the_jobs_recorded_in_the_directories(tmp_path
     asked = []
     reconcile(tmp_path, HERE, host, lambda schedd, ids: asked.append((schedd, sorted(ids))) or None)
     assert asked == [(SCHEDD, [job_id(1), job_id(7)])]
+
+
+def test_a_disk_that_now_lives_on_another_node_is_quarantined_not_deleted(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: {job_id(1): Job(JobStatus.IDLE, disk_node=THERE)},
+                     now=1_000_000) == [files.dir.name]
+    assert not files.dir.exists()
+    [kept] = quarantined(tmp_path)
+    assert (kept.dir / "disk.qcow2").read_bytes() == b"disk" and kept.dir.name.startswith(files.dir.name + "@")
+    assert instance_dirs(tmp_path) == []  # never judged again as an instance
+
+
+def test_a_quarantined_disk_is_deleted_after_seven_days_and_keeps_its_base_until_then(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    files.record_base("tiny.img@1")
+    reconcile(tmp_path, HERE, host, lambda schedd, ids: {job_id(1): Job(JobStatus.IDLE, disk_node=THERE)},
+              now=1_000_000)
+    assert entries_in_use(tmp_path) == {"tiny.img@1"}
+    reconcile(tmp_path, HERE, host, lambda schedd, ids: {}, now=1_000_000 + QUARANTINE_DAYS * 86400 - 1)
+    assert len(quarantined(tmp_path)) == 1
+    reconcile(tmp_path, HERE, host, lambda schedd, ids: {}, now=1_000_000 + QUARANTINE_DAYS * 86400 + 1)
+    assert quarantined(tmp_path) == [] and entries_in_use(tmp_path) == set()
+
+
+def test_a_quarantine_that_is_not_the_reconcilers_own_directory_keeps_the_disk_in_place(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / QUARANTINE).symlink_to(tmp_path / "elsewhere")
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: {job_id(1): Job(JobStatus.IDLE, disk_node=THERE)},
+                     now=1_000_000) == []
+    assert files.disk.exists() and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_gone_jobs_disk_is_still_deleted_at_once(tmp_path, host):
+    files = prepared(tmp_path, 1)
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: {}, now=1_000_000) == [files.dir.name]
+    assert not files.dir.exists() and quarantined(tmp_path) == []
+
+
+def test_a_directory_the_reconciler_cannot_read_is_skipped_and_the_others_are_judged(tmp_path, host, monkeypatch):
+    unreadable, gone = prepared(tmp_path, 1), prepared(tmp_path, 2)
+    real = InstanceFiles.in_use
+
+    def in_use(files):
+        if files.dir == unreadable.dir:
+            raise PermissionError(13, "Permission denied", str(files.lock_file))
+        return real(files)
+    monkeypatch.setattr(InstanceFiles, "in_use", in_use)
+    answer = {job_id(1): Job(JobStatus.IDLE, disk_node=THERE), job_id(2): Job(JobStatus.IDLE, disk_node=THERE)}
+    assert reconcile(tmp_path, HERE, host, lambda schedd, ids: answer) == [gone.dir.name]
+    assert unreadable.disk.exists()

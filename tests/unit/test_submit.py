@@ -48,3 +48,35 @@ def test_the_description_selects_the_hooks_and_the_wrapper():
     assert "CloudCachedImages" in d["rank"]
     assert not [k for k in d if "Name" in k or "UserData" in k]
     assert d["job_lease_duration"] == "600"
+
+
+def exit_policy(**exit_attrs) -> tuple[bool, str, int]:
+    """(held?, hold reason, subcode) as the schedd evaluates the job's exit policy for a run that ended so."""
+    d = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac="52:54:00:00:00:01",
+                             wrapper="/w", logs="/logs", lease=600)
+    ad = classad2.ClassAd({"CloudError": "libvirt could not start the guest: no memory"} | exit_attrs)
+    for attr in ("on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode"):
+        ad[attr] = classad2.ExprTree(d[attr])
+    return ad.eval("on_exit_hold"), ad.eval("on_exit_hold_reason"), ad.eval("on_exit_hold_subcode")
+
+
+@pytest.mark.parametrize("exit_attrs,reason", [
+    ({"ExitBySignal": True, "ExitSignal": 9}, "the VM wrapper ended unexpectedly: signal 9"),
+    ({"ExitBySignal": True, "ExitSignal": 11}, "the VM wrapper ended unexpectedly: signal 11"),
+    ({"ExitBySignal": False, "ExitCode": 1}, "the VM wrapper ended unexpectedly: exit 1"),
+    ({"ExitBySignal": False, "ExitCode": 0}, "the VM wrapper ended unexpectedly: exit 0"),
+])
+def test_any_unexpected_end_of_the_wrapper_holds_the_instance_with_its_disk(exit_attrs, reason):
+    held, why, subcode = exit_policy(**exit_attrs)
+    assert held is True
+    assert why.startswith(f"condor-cloud: {reason};") and "disk is kept" in why and "start the instance" in why
+    assert subcode == 2  # ERROR: start tries again
+
+
+@pytest.mark.parametrize("code,reason,subcode", [
+    (3, "Stopped; start the instance to boot it again", 1),
+    (5, "Stopped: the guest powered itself off; start the instance to boot it again", 1),
+    (4, "condor-cloud: libvirt could not start the guest: no memory", 2),
+])
+def test_the_wrappers_own_endings_hold_the_instance_as_before(code, reason, subcode):
+    assert exit_policy(ExitBySignal=False, ExitCode=code) == (True, reason, subcode)

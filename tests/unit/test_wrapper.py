@@ -45,3 +45,97 @@ def test_the_request_the_run_began_with_is_not_carried_out_again(tmp_path):
     for _ in range(4):
         w.check_requests()
     assert w.guest.done == ["reboot"]
+
+
+class Flaky:
+    """A stand-in whose methods raise EXC (the first TIMES calls, or always) and then answer ANSWER."""
+
+    def __init__(self, exc, times=None, answer=True):
+        self.exc, self.times, self.answer, self.calls = exc, times, answer, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.times is None or self.calls <= self.times:
+            raise self.exc
+        return self.answer
+
+
+class Reports:
+    def __init__(self):
+        self.reported = {}
+
+    def report(self, attr, value):
+        self.reported[attr] = value
+
+    def read(self, attr):
+        return False, None
+
+    def flush(self):
+        return True
+
+
+class RunningGuest(Guest):
+    def __init__(self, running):
+        super().__init__()
+        self.running = running
+
+    def destroy(self):
+        self.done.append("destroy")
+
+    def interface_addresses(self, mac):
+        return []
+
+
+class Console:
+    def __init__(self, copy=lambda: 0):
+        self.copy = copy
+
+
+def running_wrapper(tmp_path, running, console=None) -> Wrapper:
+    w = wrapper(tmp_path, Reports())
+    w.guest, w.console = RunningGuest(running), console or Console()
+    return w
+
+
+def test_a_libvirtd_that_cannot_be_reached_for_minutes_leaves_the_guest_alone(tmp_path):
+    from condor_cloud.errors import CloudError
+    w = running_wrapper(tmp_path, Flaky(CloudError("cannot connect to libvirt"), times=200))
+    for _ in range(200):
+        assert w.step() is not None  # the run goes on
+    assert w.guest.done == [] and "CloudVMState" not in w.job.reported
+    assert w.step() is not None and w.guest.running.calls == 201
+
+
+def test_only_a_guest_confirmed_off_ends_the_run(tmp_path):
+    w = running_wrapper(tmp_path, Flaky(OSError(), times=0, answer=False))
+    assert w.step() is None
+
+
+def test_a_full_disk_under_the_console_copy_costs_the_copy_not_the_guest(tmp_path):
+    w = running_wrapper(tmp_path, lambda: True, Console(Flaky(OSError(28, "No space left on device"))))
+    for _ in range(5):
+        assert w.step() is not None
+    assert w.guest.done == []
+
+
+def test_an_error_in_one_round_is_logged_and_survived(tmp_path):
+    w = running_wrapper(tmp_path, lambda: True)
+    w.check_addresses = Flaky(RuntimeError("a bug"), times=3)
+    for _ in range(5):
+        assert w.step() is not None
+    assert w.guest.done == []
+
+
+def test_the_pin_is_reported_as_soon_as_a_shutdown_begins(tmp_path):
+    w = running_wrapper(tmp_path, lambda: True)
+    w.begin_shutdown("signal")
+    assert w.job.reported["CloudPinnedNode"] == "node1.example.org"
+    assert list(w.job.reported).index("CloudPinnedNode") < list(w.job.reported).index("CloudVMState")
+
+
+def test_a_signal_while_libvirtd_cannot_be_reached_still_pins_the_instance_here(tmp_path):
+    from condor_cloud.errors import CloudError
+    w = running_wrapper(tmp_path, Flaky(CloudError("cannot connect to libvirt")))
+    w.signalled = True
+    assert w.step() is not None
+    assert w.job.reported["CloudPinnedNode"] == "node1.example.org" and w.guest.done == []

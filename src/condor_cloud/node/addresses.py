@@ -21,7 +21,8 @@ AddressSource = Callable[[str], list[str]]
 DISCARD_PORT = 9
 
 
-def _ipv4(text: str) -> bool:
+def ipv4(text: str) -> bool:
+    """Is TEXT exactly an IPv4 address in dotted-quad form?"""
     try:
         return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
     except ValueError:
@@ -36,7 +37,7 @@ def lease_file(path: Path) -> AddressSource:
         except OSError:
             return []
         return [f[2] for f in map(str.split, lines)
-                if len(f) >= 3 and f[1].lower() == mac and _ipv4(f[2])]
+                if len(f) >= 3 and f[1].lower() == mac and ipv4(f[2])]
     return lookup
 
 
@@ -48,7 +49,7 @@ def neighbour_table(path: Path = Path("/proc/net/arp")) -> AddressSource:
         except OSError:
             return []
         return [f[0] for f in map(str.split, rows)
-                if len(f) >= 4 and f[3].lower() == mac and int(f[2], 16) & 0x2 and _ipv4(f[0])]
+                if len(f) >= 4 and f[3].lower() == mac and int(f[2], 16) & 0x2 and ipv4(f[0])]
     return lookup
 
 

@@ -41,7 +41,8 @@ class Chirp:
 
     def _run(self, *args: str) -> str:
         try:
-            done = subprocess.run([str(self.binary), *args], capture_output=True, text=True, timeout=self.timeout)
+            done = subprocess.run([str(self.binary), *args], capture_output=True, encoding="utf-8",
+                                  errors="replace", timeout=self.timeout)
         except subprocess.TimeoutExpired:
             raise ChirpError(f"condor_chirp {args[0]}: the shadow did not answer in {self.timeout:.0f} s") from None
         except OSError as e:
@@ -56,7 +57,10 @@ class Chirp:
     def get(self, attr: str) -> Any:
         """The attribute's value, or None where it is undefined."""
         text = self._run("get_job_attr", attr)
-        return value_of(text) if text else None
+        try:
+            return value_of(text) if text else None
+        except (KeyError, ValueError):
+            raise ChirpError(f"condor_chirp get_job_attr {attr}: {text[:100]!r} is not a ClassAd value") from None
 
 
 class Backoff:
@@ -104,6 +108,8 @@ class JobAd:
             except ChirpError as e:
                 self._failed(e)
                 return False
+            except (TypeError, ValueError) as e:  # no job attribute can hold it: it can never go
+                log.error("not reporting %s = %r: %s", attr, value, e)
             self.backoff.succeeded()
             del self.pending[attr]
         return not self.pending

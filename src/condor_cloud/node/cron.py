@@ -31,7 +31,11 @@ def reap_orphans(host: Host, instances: Path) -> list[str]:
     reaped = []
     for guest in host.running_guests():
         key = key_of_domain(guest.name)
-        if key is None or InstanceFiles.of(instances, key).in_use():
+        try:
+            if key is None or InstanceFiles.of(instances, key).in_use():
+                continue
+        except OSError as e:
+            log.warning("domain %s: cannot tell whether its wrapper runs (%s); leaving it", guest.name, e)
             continue
         try:
             if guest.destroy():
@@ -57,25 +61,14 @@ def machine_attributes(settings: Settings, libvirt_ok: bool) -> classad2.ClassAd
     })
 
 
-def main() -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="condor-cloud startd-cron: %(message)s")
-    settings = Settings.from_condor()
-    host = Host(settings.libvirt_uri, attempts=1)
-    try:
-        reap_orphans(host, settings.instances)
-        libvirt_ok = True
-    except CloudError as e:
-        log.warning("libvirt check failed: %s", e)
-        libvirt_ok = False
-    ad = machine_attributes(settings, libvirt_ok)
-    try:
-        reconcile(settings.instances, this_node(), host, queue_reader(settings.reconciler_tokens))
-    except (CloudError, OSError) as e:
-        log.warning("could not reconcile %s with the queue: %s", settings.instances, e)
-    finally:
-        host.close()
+def state_file() -> Path:
+    """Where the last run's machine ad is kept (to tell the startd when it changed)."""
     import htcondor2
-    state = Path(htcondor2.param.get("RUN", "/run/condor")) / "condor-cloud-cron.last"
+    return Path(htcondor2.param.get("RUN", "/run/condor")) / "condor-cloud-cron.last"
+
+
+def advertise(ad: classad2.ClassAd, state: Path) -> None:
+    """Print AD for the startd, now: with '- update:true' when it changed since the last run."""
     text = ad.printOld()
     try:
         changed = state.read_text() != text
@@ -86,5 +79,26 @@ def main() -> int:
     except OSError as e:
         log.warning("cannot record cron state in %s: %s", state, e)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    print("- update:true" if changed else "-")
+    print("- update:true" if changed else "-", flush=True)
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="condor-cloud startd-cron: %(message)s")
+    settings = Settings.from_condor()
+    host = Host(settings.libvirt_uri, attempts=1)
+    try:
+        reap_orphans(host, settings.instances)
+        libvirt_ok = True
+    except CloudError as e:
+        log.warning("libvirt check failed: %s", e)
+        libvirt_ok = False
+    # The ad first: a slow or failing schedd query must not keep the node's health and cache from
+    # the startd (which reads each ad as its '-' line arrives).
+    advertise(machine_attributes(settings, libvirt_ok), state_file())
+    try:
+        reconcile(settings.instances, this_node(), host, queue_reader(settings.reconciler_tokens))
+    except (CloudError, OSError) as e:
+        log.warning("could not reconcile %s with the queue: %s", settings.instances, e)
+    finally:
+        host.close()
     return 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import libvirt
 
 from condor_cloud.errors import CloudError
+from condor_cloud.node.addresses import ipv4
 from condor_cloud.node.domain import Domain
 
 log = logging.getLogger("condor-cloud")
@@ -115,12 +117,11 @@ class Guest:
         raise AssertionError("unreachable")
 
     def running(self) -> bool:
+        """Whether libvirt says the guest runs; CloudError when libvirt cannot be asked (its
+        state is unknown then, which is not off: the caller asks again)."""
         try:
             return bool(self._call("check", "isActive"))
         except libvirt.libvirtError:  # no such domain: it powered off
-            return False
-        except CloudError as e:
-            log.warning("%s; counting the guest as off", e)
             return False
 
     def shutdown(self) -> None:
@@ -154,8 +155,14 @@ class Guest:
                 ifaces = self.host.conn.lookupByName(self.name).interfaceAddresses(source)
             except libvirt.libvirtError:
                 continue
-            found = [a["addr"] for i in ifaces.values() if (i.get("hwaddr") or "").lower() == mac
-                     for a in i.get("addrs") or [] if a["type"] == libvirt.VIR_IP_ADDR_TYPE_IPV4]
-            if found:
+            if found := ipv4_addresses(ifaces, mac):
                 return found
         return []
+
+
+def ipv4_addresses(ifaces: dict[str, Any], mac: str) -> list[str]:
+    """The IPv4 addresses in IFACES (as interfaceAddresses returns them) of the NIC with MAC. The guest
+    agent answers whatever the guest says: each address is checked like those of every other source."""
+    return [a["addr"] for i in ifaces.values() if str(i.get("hwaddr") or "").lower() == mac
+            for a in i.get("addrs") or []
+            if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and isinstance(a.get("addr"), str) and ipv4(a["addr"])]

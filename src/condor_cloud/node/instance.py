@@ -1,10 +1,12 @@
 """One instance on a node: what its job ad asks for, where its files live, and its lock."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +23,10 @@ from condor_cloud.node.seed import GuestData, guest_data_from_ad
 DOMAIN_PREFIX = "condor-cloud-"
 MAC_RE = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")
 MAX_MEMORY_MIB = 1 << 20
+# In CONDOR_CLOUD_INSTANCES: the directories of instances whose disk now lives on another node,
+# kept a while (node/reconcile.py) as <key>@<when moved, epoch seconds>; only the reconciler's user
+# may write in it (0755: the hooks read which cache entries its disks are overlays on).
+QUARANTINE = ".quarantine"
 
 
 @dataclass(frozen=True)
@@ -155,16 +161,25 @@ class InstanceFiles:
 
     def in_use(self) -> bool:
         """Is the lock held (by a hook or wrapper working on this instance now)? Only probes:
-        the reconciler creates no files here."""
+        the reconciler creates no files here. The job's user may write in the directory: a lock file
+        that is not a regular file (a FIFO, a symbolic link) counts as held, and is never waited on."""
         try:
-            with open(self.lock_file) as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return True
-                return False
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            return True
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def record_job(self, job_id: str) -> None:
         write_atomic(self.job_record, job_id)
@@ -186,6 +201,11 @@ class InstanceFiles:
     def remove(self) -> None:
         shutil.rmtree(self.dir)
 
+    def quarantine(self, now: float) -> None:
+        """Move the directory into its instances' QUARANTINE (made if missing), as <key>@<NOW>."""
+        with quarantine_dir(self.dir.parent, make=True) as fd:
+            os.rename(self.dir, f"{self.dir.name}@{int(now)}", dst_dir_fd=fd)
+
 
 def _read(path: Path) -> str | None:
     try:
@@ -202,15 +222,49 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def instance_dirs(instances: Path) -> list[InstanceFiles]:
-    try:
-        return [InstanceFiles(d) for d in sorted(instances.iterdir()) if d.is_dir()]
+    try:  # an instance key never starts with a dot (instance_key)
+        return [InstanceFiles(d) for d in sorted(instances.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     except FileNotFoundError:
         return []
 
 
+@contextmanager
+def quarantine_dir(instances: Path, make: bool = False) -> Iterator[int]:
+    """The QUARANTINE directory of INSTANCES, opened; CloudError unless it is a real directory that
+    only its owner may write in, and (to MAKE it or move directories into it) that owner is this
+    process's user. The job's user may write in INSTANCES: never follow what it put there."""
+    path = instances / QUARANTINE
+    if make:
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise CloudError(f"cannot open the quarantine {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if (make and st.st_uid != os.geteuid()) or stat.S_IMODE(st.st_mode) & 0o022:
+            raise CloudError(f"{path} is not a directory that only this user may write in; remove it")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def quarantined(instances: Path) -> list[InstanceFiles]:
+    """The instance directories in the QUARANTINE of INSTANCES."""
+    try:
+        with quarantine_dir(instances) as fd:
+            names = sorted(os.listdir(fd))
+    except (CloudError, OSError):
+        return []
+    return [InstanceFiles(instances / QUARANTINE / name) for name in names]
+
+
 def entries_in_use(instances: Path) -> set[str]:
-    """The cache entries that instance disks on this node are overlays on."""
-    return {b for files in instance_dirs(instances) if (b := files.base())}
+    """The cache entries that instance disks on this node (quarantined ones too) are overlays on."""
+    return {b for files in instance_dirs(instances) + quarantined(instances) if (b := files.base())}
 
 
 def this_node() -> str:

@@ -11,7 +11,11 @@ lives on another node. So:
 - a directory whose lock is held (a hook or wrapper works on it) is left
   alone unless its job is gone; a job running on this node, or pinned to it
   (its disk kept here on purpose), always keeps its directory;
-- a running domain whose job is gone is destroyed before its disk goes.
+- a running domain whose job is gone is destroyed before its disk goes;
+- a disk that now lives on another node is not deleted at once: its directory
+  moves to the quarantine (instances/.quarantine, 0700), where it is deleted
+  after QUARANTINE_DAYS (a wrong answer about where the disk lives costs no
+  data for that long; an admin can move it back).
 
 It reads the queue with a token limited to READ (CONDOR_CLOUD_RECONCILER_TOKENS),
 nothing more.
@@ -19,6 +23,7 @@ nothing more.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +34,13 @@ from htcondor2 import JobStatus
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import CloudError
 from condor_cloud.node.guest import Host
-from condor_cloud.node.instance import InstanceFiles, domain_name, instance_dirs
+from condor_cloud.node.instance import InstanceFiles, domain_name, instance_dirs, quarantined
 
 log = logging.getLogger("condor-cloud")
 
 PROJECTION = ["GlobalJobId", "JobStatus", "RemoteHost", A.DISK_NODE, A.PINNED_NODE]
 QUERY_TIMEOUT = 20  # seconds for one schedd query: the cron runs every 30 s
+QUARANTINE_DAYS = 7  # how long the disk of an instance that moved to another node is kept
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,18 @@ def schedd_of(job_id: str) -> str:
     return job_id.split("#")[0]
 
 
-def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader) -> list[str]:
-    """Delete the instance directories (and destroy the domains) that no longer belong to
-    this node; the keys of those deleted."""
+def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader, now: float | None = None) -> list[str]:
+    """Delete (or quarantine) the instance directories, and destroy the domains, that no longer
+    belong to this node; the keys of those. NOW: the time (epoch seconds), for the quarantine."""
+    now = time.time() if now is None else now
+    expire_quarantine(instances, now)
     judged: dict[str, list[tuple[InstanceFiles, str]]] = {}
     for files in instance_dirs(instances):
-        job_id = files.job_id()
+        try:
+            job_id = files.job_id()
+        except OSError as e:  # one directory the reconciler cannot read stops no other
+            log.warning("instance %s: cannot read its job record: %s", files.dir.name, e)
+            continue
         if job_id is not None:  # not yet recorded: being prepared, judged next time
             judged.setdefault(schedd_of(job_id), []).append((files, job_id))
     deleted = []
@@ -98,19 +110,38 @@ def reconcile(instances: Path, here: str, host: Host, read_queue: QueueReader) -
         for files, job_id in group:
             job = jobs.get(job_id)
             why = verdict(job, here)
-            if why is None or (job is not None and not job.gone and files.in_use()):
-                continue
             key = files.dir.name
             try:
+                if why is None or (job is not None and not job.gone and files.in_use()):
+                    continue
                 if host.guest(domain_name(key)).destroy():
                     log.warning("instance %s: destroyed its domain: %s", key, why)
-                files.remove()
+                if job is None or job.gone:
+                    files.remove()
+                    log.info("instance %s: deleted its disk and directory: %s", key, why)
+                else:
+                    files.quarantine(now)
+                    log.warning("instance %s: moved its directory to the quarantine (deleted after %d days): %s",
+                                key, QUARANTINE_DAYS, why)
             except (CloudError, OSError) as e:
-                log.warning("instance %s: could not delete its disk (%s): %s", key, why, e)
+                log.warning("instance %s: left as it is (%s): %s", key, why, e)
                 continue
-            log.info("instance %s: deleted its disk and directory: %s", key, why)
             deleted.append(key)
     return deleted
+
+
+def expire_quarantine(instances: Path, now: float) -> None:
+    """Delete the quarantined directories older than QUARANTINE_DAYS."""
+    for files in quarantined(instances):
+        moved = files.dir.name.rpartition("@")[2]
+        if not moved.isdigit() or now - int(moved) < QUARANTINE_DAYS * 86400:
+            continue
+        try:
+            files.remove()
+        except OSError as e:
+            log.warning("cannot delete the quarantined %s: %s", files.dir, e)
+            continue
+        log.info("deleted the quarantined %s after %d days", files.dir.name, QUARANTINE_DAYS)
 
 
 def _constraint(job_ids: list[str]) -> str:
