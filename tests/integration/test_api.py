@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from cloud import HELD, Instances, wait_page
+from cloud import Instances, wait_page
 from harness import Testbed, wait_for
 
 XML = {"Accept": "application/xml"}
@@ -209,8 +209,8 @@ def failed_and_waiting(testbed: Testbed, schedd):
     instances = Instances(testbed, schedd)
     failed = instances.submit("no-such-image.img")
     huge = instances.submit(memory=8192)
-    instances.wait(failed, lambda ad: ad["JobStatus"] == HELD, "PREPARE_JOB to hold it", timeout=60)
-    yield f"{failed}.0", f"{huge}.0"
+    failed.wait_held("PREPARE_JOB to hold it", timeout=60)
+    yield failed.id, huge.id
     instances.remove_all()
 
 

@@ -168,18 +168,18 @@ def dhcp_guest(testbed: Testbed, schedd):
     """A guest with no assigned address, which takes one from the LAN's DHCP server: when the
     server granted its lease (read by root, outside the nodes) and when the job ad had it."""
     instances = Instances(testbed, schedd)
-    cluster = instances.submit()
-    mac = instances.ad(cluster)["CloudMAC"]
+    guest = instances.submit()
+    mac = guest.ad["CloudMAC"]
     leases = testbed.state / "dhcp" / "dnsmasq.leases"
     leased = ad_seen = None
     deadline = time.monotonic() + 120
     while (leased is None or ad_seen is None) and time.monotonic() < deadline:
         if leased is None and mac in leases.read_text():
             leased = time.monotonic()
-        if ad_seen is None and (instances.ad(cluster) or {}).get("CloudAddresses"):
+        if ad_seen is None and (guest.ad or {}).get("CloudAddresses"):
             ad_seen = time.monotonic()
         time.sleep(0.1)
-    yield instances.ad(cluster), leased, ad_seen
+    yield guest.ad, leased, ad_seen
     instances.remove_all()
 
 
