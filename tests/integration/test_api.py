@@ -209,9 +209,11 @@ def failed_and_waiting(testbed: Testbed, schedd):
     instances = Instances(testbed, schedd)
     failed = instances.submit("no-such-image.img")
     huge = instances.submit(memory=8192)
-    failed.wait_held("PREPARE_JOB to hold it", timeout=60)
-    yield failed.id, huge.id
-    instances.remove_all()
+    try:
+        failed.wait_held("PREPARE_JOB to hold it", timeout=60)
+        yield failed.id, huge.id
+    finally:
+        instances.remove_all()
 
 
 def test_a_failed_start_is_error_with_the_hold_reason(api, failed_and_waiting):
