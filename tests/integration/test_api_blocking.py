@@ -178,9 +178,12 @@ def creates_across_a_long_pause(testbed: Testbed, api):
     retried = {}
     for name, (status, _, token, _) in answers.items():
         if status == 504:
-            r = api.post(api.base + "/instances", params={"image_id": "tiny.img", "name": name,
-                                                          "client_token": token}, headers=JSON, timeout=120)
-            retried[name] = (r.status_code, r.text)
+            def retry():  # as a client does: again a few seconds later while the create is still under way
+                r = api.post(api.base + "/instances", params={"image_id": "tiny.img", "name": name,
+                                                              "client_token": token}, headers=JSON, timeout=120)
+                retried[name] = (r.status_code, r.text)
+                return r.status_code != 504 or "still waiting" not in r.text
+            wait_for(retry, 90, f"the retried create {name} to be answered", interval=3)
     yield answers, retried, prefix
     for i in named(api, prefix):
         api.delete(f"{api.base}/instances/{i['id']}", timeout=30)

@@ -169,18 +169,20 @@ def dhcp_guest(testbed: Testbed, schedd):
     server granted its lease (read by root, outside the nodes) and when the job ad had it."""
     instances = Instances(testbed, schedd)
     guest = instances.submit()
-    mac = guest.ad["CloudMAC"]
-    leases = testbed.state / "dhcp" / "dnsmasq.leases"
-    leased = ad_seen = None
-    deadline = time.monotonic() + 120
-    while (leased is None or ad_seen is None) and time.monotonic() < deadline:
-        if leased is None and mac in leases.read_text():
-            leased = time.monotonic()
-        if ad_seen is None and (guest.ad or {}).get("CloudAddresses"):
-            ad_seen = time.monotonic()
-        time.sleep(0.1)
-    yield guest.ad, leased, ad_seen
-    instances.remove_all()
+    try:
+        mac = guest.ad["CloudMAC"]
+        leases = testbed.state / "dhcp" / "dnsmasq.leases"
+        leased = ad_seen = None
+        deadline = time.monotonic() + 120
+        while (leased is None or ad_seen is None) and time.monotonic() < deadline:
+            if leased is None and mac in leases.read_text():
+                leased = time.monotonic()
+            if ad_seen is None and (guest.ad or {}).get("CloudAddresses"):
+                ad_seen = time.monotonic()
+            time.sleep(0.1)
+        yield guest.ad, leased, ad_seen
+    finally:
+        instances.remove_all()
 
 
 def test_a_dhcp_address_is_in_the_job_ad_within_2s_of_the_lease(dhcp_guest):
