@@ -10,7 +10,7 @@ from pathlib import Path
 import htcondor2
 import pytest
 
-from condor_cloud.api.app import create_app
+from condor_cloud.api.app import SLOTS, create_app
 from condor_cloud.api.auth import Credentials
 from condor_cloud.cloud import Cloud, User
 from condor_cloud.errors import Unavailable
@@ -235,7 +235,8 @@ def test_reads_beyond_the_limit_fail_fast_and_threads_stay_bounded(shared_images
     schedd = StalledSchedd()
     settings = Settings(shared_images=shared_images, state=tmp_path / "state")
     cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, lambda: collector, ttl=0)
-    app = create_app(cloud, credentials, timeout=1)
+    timeout = 0.5  # a stalled read is answered after timeout + 1 s
+    app = create_app(cloud, credentials, timeout=timeout)
     answers: list = []
     before = threading.active_count()
     with client(app, "alice") as c:
@@ -254,7 +255,8 @@ def test_reads_beyond_the_limit_fail_fast_and_threads_stay_bounded(shared_images
     assert len(answers) == 200 and statuses <= {502, 503}, statuses
     refused = [a for a in answers if a[0] == 503]
     assert refused and all(retry and int(retry) >= 1 for _, retry, _ in refused)
-    assert max(seconds for _, _, seconds in refused) < 1.5
+    slowest = max(seconds for _, _, seconds in refused)
+    assert slowest < timeout + 0.5, slowest  # well before a stalled read's answer
     assert api_threads <= 24, api_threads
 
 
@@ -302,11 +304,26 @@ def test_a_create_the_schedd_confirmed_is_answered_even_if_it_stalls_right_after
     assert len(schedd.jobs) == 1
 
 
+class WatchedSlots(threading.BoundedSemaphore):
+    """The API's HTCondor slots, telling when a request found none free."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.full = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        taken = super().acquire(blocking, timeout)
+        if not taken:
+            self.full.set()
+        return taken
+
+
 def test_concurrent_creates_beyond_the_slots_queue_instead_of_failing(app, schedd, monkeypatch):
     submit = schedd.submit
+    slots = app.state.slots["condor"] = WatchedSlots(SLOTS["condor"])
 
-    def slow_submit(*args, **kwargs):  # a round trip: time for the other creates to pile up
-        time.sleep(0.05)
+    def slow_submit(*args, **kwargs):  # the creates pile up until one has had to wait for a slot
+        slots.full.wait(10)
         return submit(*args, **kwargs)
     monkeypatch.setattr(schedd, "submit", slow_submit)
     statuses: list[int] = []
@@ -318,4 +335,5 @@ def test_concurrent_creates_beyond_the_slots_queue_instead_of_failing(app, sched
             t.start()
         for t in creators:
             t.join(60)
+    assert slots.full.is_set(), "no create had to wait for a slot"
     assert statuses == [201] * 24 and len(schedd.jobs) == 24

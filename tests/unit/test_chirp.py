@@ -6,12 +6,16 @@ import pytest
 from condor_cloud.node.chirp import Backoff, Chirp, ChirpError, JobAd
 
 
-def fake_chirp(tmp_path, script: str) -> Chirp:
+def fake_chirp(tmp_path, script: str, timeout: float = 0.5) -> Chirp:
     """A condor_chirp stand-in: a shell script that logs its arguments to calls.log."""
     path = tmp_path / "condor_chirp"
     path.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls.log\n{script}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return Chirp(path, timeout=0.5)
+    return Chirp(path, timeout=timeout)
+
+
+# A shadow that never answers (exec: the timeout's kill ends the sleep, leaving no process behind).
+SILENT = "exec sleep 5"
 
 
 def calls(tmp_path) -> list[str]:
@@ -29,7 +33,7 @@ class Clock:
 
 def test_a_shadow_that_does_not_answer_is_a_chirp_error_not_a_crash(tmp_path):
     with pytest.raises(ChirpError, match="did not answer"):
-        fake_chirp(tmp_path, "sleep 5").set("CloudVMState", "RUNNING")
+        fake_chirp(tmp_path, SILENT, timeout=0.2).set("CloudVMState", "RUNNING")
 
 
 def test_a_refused_call_is_a_chirp_error(tmp_path):
@@ -60,7 +64,7 @@ def test_the_back_off_doubles_up_to_a_minute():
 
 
 def test_a_read_the_shadow_does_not_answer_is_no_answer(tmp_path):
-    ad = JobAd(fake_chirp(tmp_path, "sleep 5"), Backoff(clock=Clock()))
+    ad = JobAd(fake_chirp(tmp_path, SILENT, timeout=0.2), Backoff(clock=Clock()))
     assert ad.read("CloudRequest") == (False, None)
     assert ad.read("CloudRequest") == (False, None)  # backing off: not even asked
     assert len(calls(tmp_path)) == 1
