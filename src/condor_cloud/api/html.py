@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,15 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 def _hidden(form: ET.Element, name: str, value: str) -> None:
     _sub(form, "input", type="hidden", name=name, value=value)
+
+
+def _table(parent: ET.Element, headers: Iterable[str], **attrs: str) -> ET.Element:
+    """A table under PARENT whose first row heads its columns with HEADERS."""
+    table = _sub(parent, "table", **attrs)
+    head = _sub(table, "tr")
+    for h in headers:
+        _sub(head, "th", h)
+    return table
 
 
 def _html(root: ET.Element) -> str:
@@ -209,10 +218,7 @@ def entry_page(page: Page, collections: list[str]) -> str:
 
 def table_page(page: Page, title: str, headers: list[str], rows: list[list[str]]) -> str:
     root, main = _layout(page, title)
-    table = _sub(main, "table")
-    head = _sub(table, "tr")
-    for h in headers:
-        _sub(head, "th", h)
+    table = _table(main, headers)
     for values in rows:
         row = _sub(table, "tr")
         for v in values:
@@ -227,10 +233,7 @@ def images_page(page: Page, images: list[tuple[Image, ImageFacts]], profiles: Se
     if not images:
         _sub(_sub(main, "div", class_="card notice"), "p",
              "No image is published: copy one into shared_images/staging/, then rename it into shared_images/.")
-    table = _sub(main, "table", id="images")
-    head = _sub(table, "tr")
-    for h in ("image", "about", "size", "launch an instance"):
-        _sub(head, "th", h)
+    table = _table(main, ("image", "about", "size", "launch an instance"), id="images")
     for image, facts in images:
         row = _sub(table, "tr", id=f"image-{image.id}")
         cell = _sub(row, "td")
@@ -264,12 +267,9 @@ def instances_page(page: Page, instances: list[Instance]) -> str:
         p = _sub(card, "p", "No instances yet. Launch one from ")
         _sub(p, "a", "Images", href=page.links("images") + "?format=html")
         return _html(root)
-    table = _sub(main, "table", id="instances")
-    head = _sub(table, "tr")
     admin = page.user is not None and page.user.admin
-    for h in ["instance", "state", "image", "size", "addresses", "node"] + (["owner"] if admin else []) + \
-             ["launched", "actions"]:
-        _sub(head, "th", h)
+    columns = ["instance", "state", "image", "size", "addresses", "node"] + (["owner"] if admin else [])
+    table = _table(main, [*columns, "launched", "actions"], id="instances")
     for i in instances:
         row = _sub(table, "tr", id=f"instance-{i.id}")
         cell = _sub(row, "td")
@@ -365,10 +365,7 @@ def volumes_page(page: Page, volumes: Sequence[Volume]) -> str:
     root, main = _layout(page, "Storage volumes")
     _sub(main, "p", "Each instance's disk: a copy-on-write overlay on its image, kept while the instance "
                     "is stopped, removed when it is destroyed.", class_="muted")
-    table = _sub(main, "table")
-    head = _sub(table, "tr")
-    for h in ("volume", "instance", "capacity", "device", "state"):
-        _sub(head, "th", h)
+    table = _table(main, ("volume", "instance", "capacity", "device", "state"))
     for v in volumes:
         row = _sub(table, "tr")
         _sub(row, "td", v.id, class_="mono")
@@ -384,10 +381,7 @@ def keys_page(page: Page, keys: list[Key]) -> str:
     root, main = _layout(page, "Keys")
     _sub(main, "p", "Your SSH keys. Launch an instance with one and log in to it with the private half "
                     "(images' pages say as which user).", class_="muted")
-    table = _sub(main, "table", id="keys")
-    head = _sub(table, "tr")
-    for h in ("key", "fingerprint", ""):
-        _sub(head, "th", h)
+    table = _table(main, ("key", "fingerprint", ""), id="keys")
     for key in keys:
         row = _sub(table, "tr", id=f"key-{key.name}")
         _sub(row, "td", key.name, class_="mono")
