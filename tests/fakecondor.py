@@ -13,6 +13,8 @@ from typing import Any
 import classad2
 import htcondor2
 
+from condor_cloud.condor import Submitted
+
 STATUS = {"idle": 1, "running": 2, "removed": 3, "held": 5}
 # submit commands that become job attributes under another name
 COMMANDS = {"request_memory": "RequestMemory", "request_cpus": "RequestCpus", "requirements": "Requirements",
@@ -21,14 +23,6 @@ COMMANDS = {"request_memory": "RequestMemory", "request_cpus": "RequestCpus", "r
 
 def _parsed(attr: str, text: str) -> classad2.ClassAd:
     return classad2.parseOne(f"{attr} = {text}", classad2.ParserType.Old)
-
-
-class _Submitted:
-    def __init__(self, cluster: int):
-        self._cluster = cluster
-
-    def cluster(self) -> int:
-        return self._cluster
 
 
 class FakeSchedd:
@@ -79,7 +73,7 @@ class FakeSchedd:
         self._leave("history")
         return found[:match] if match >= 0 else found
 
-    def submit(self, description: htcondor2.Submit, count: int = 0, spool: bool = False) -> _Submitted:
+    def submit(self, description: htcondor2.Submit, count: int = 0, spool: bool = False) -> Submitted:
         self._enter("submit")
         cluster = self.next_cluster
         self.next_cluster += 1
@@ -95,7 +89,7 @@ class FakeSchedd:
                 ad["JobStatus"] = STATUS["held"]
         self.jobs[(cluster, 0)] = ad
         self._leave("submit")
-        return _Submitted(cluster)
+        return Submitted(cluster)
 
     def edit(self, job_spec: str, attr: str, value: str, flags: Any = None) -> int:
         self._enter("edit")

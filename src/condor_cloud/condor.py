@@ -206,7 +206,9 @@ class RemoteError(Exception):
     """A call that HTCondor answered with an error (the bindings' message)."""
 
 
-class _Submitted:
+class Submitted:
+    """What a submit answers, as the bindings' SubmitResult: its cluster."""
+
     def __init__(self, cluster: int):
         self._cluster = cluster
 
@@ -227,8 +229,8 @@ class PooledSchedd:
                 since: str | None = None) -> list[dict[str, Any]]:
         return self._pool.call("schedd", "history", constraint, projection, match, since)
 
-    def submit(self, description: htcondor2.Submit) -> _Submitted:
-        return _Submitted(self._pool.call("schedd", "submit", dict(description.items())))
+    def submit(self, description: htcondor2.Submit) -> Submitted:
+        return Submitted(self._pool.call("schedd", "submit", dict(description.items())))
 
     def edit(self, job_spec: str, attr: str, value: str, flags: Any = htcondor2.TransactionFlag.Default) -> int:
         return self._pool.call("schedd", "edit", job_spec, attr, value, flags=flags)
