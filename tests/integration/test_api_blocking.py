@@ -241,7 +241,8 @@ def test_reads_beyond_the_api_s_slots_fail_fast_with_retry_after(reads_during_a_
     assert len(answers) == 200 and {a[0] for a in answers} <= {502, 503, 404}, Counter(a[0] for a in answers)
     refused = [a for a in answers if a[0] == 503]
     assert refused and all(retry and int(retry) >= 1 for _, retry, _ in refused)
-    assert max(seconds for _, _, seconds in refused) < 2
+    # at once, not after the API's 10 s wait for HTCondor (200 client threads on 2 busy cores take a while)
+    assert max(seconds for _, _, seconds in refused) < 5
 
 
 def test_a_stalled_schedd_piles_up_no_threads_or_processes(reads_during_a_long_pause):

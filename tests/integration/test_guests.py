@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud import Instances, guest_file, guest_ssh, publish_image
+from cloud import Instances, guest_file, guest_ssh, publish_image, undefined
 from harness import Testbed, wait_for
 
 XML = {"Accept": "application/xml"}
@@ -124,7 +124,8 @@ def seeded(api, key, schedd):
     while (guest_up is None or ad_seen is None) and time.monotonic() < deadline:
         if guest_up is None and guest_file(address, timeout=0.3):
             guest_up = time.monotonic()
-        if ad_seen is None and schedd.query(f"ClusterId == {cluster}", ["CloudAddresses"])[0].get("CloudAddresses"):
+        if ad_seen is None and not undefined(schedd.query(f"ClusterId == {cluster}",
+                                                          ["CloudAddresses"])[0].get("CloudAddresses")):
             ad_seen = time.monotonic()
         time.sleep(0.1)
     served = {f: guest_file(address, f) for f in ("meta-data", "user-data", "network-config")}
@@ -177,7 +178,7 @@ def dhcp_guest(testbed: Testbed, schedd):
         while (leased is None or ad_seen is None) and time.monotonic() < deadline:
             if leased is None and mac in leases.read_text():
                 leased = time.monotonic()
-            if ad_seen is None and (guest.ad or {}).get("CloudAddresses"):
+            if ad_seen is None and not undefined((guest.ad or {}).get("CloudAddresses")):
                 ad_seen = time.monotonic()
             time.sleep(0.1)
         yield guest.ad, leased, ad_seen
