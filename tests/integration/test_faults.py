@@ -479,6 +479,7 @@ def node_died(testbed: Testbed, instances: Instances, libvirt_conns):
     finally:
         subprocess.run([REPO / "testbed" / "up", "--host", "node1"], check=True, capture_output=True)
     back = time.monotonic()
+    _, running_files = running.files(ad)  # node1's files, as the new node1 sees them (paths name its process)
     wait_for(lambda: not running_files.dir.exists(), DELETED_WITHIN + 60, "node1 to delete the moved disk")
     deleted_after = time.monotonic() - back
     quarantined = [d for d in testbed.path("node1", f"{INSTANCES}/.quarantine").iterdir()
