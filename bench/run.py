@@ -24,7 +24,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 import pieces  # noqa: E402  (bench/pieces.py)
 import scale  # noqa: E402  (bench/scale.py)
 
-from cloud import guest_page  # noqa: E402
+from cloud import guest_page, undefined  # noqa: E402
 from condor_cloud.network import StaticAddress, address_pool  # noqa: E402
 from condor_cloud.node.addresses import lease_file  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
@@ -75,7 +75,7 @@ def launch_stages(tb: Testbed, api: requests.Session, image: str = "tiny.img") -
         ads = schedd.query(f"ClusterId == {cluster}", [attr])
         return ads[0].get(attr) if ads else None
     _, running_seen = until(lambda: job("CloudVMState") == "RUNNING")
-    address, ip_seen = until(lambda: job("CloudAddresses"))
+    address, ip_seen = until(lambda: not undefined(job("CloudAddresses")) and job("CloudAddresses"))
     address = address.split(",")[0]
     _, answered = until(lambda: guest_page(address))
     stages = {
@@ -349,7 +349,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     while (up is None or seen is None) and time.monotonic() < deadline:
         if up is None and guest_page(address, timeout=0.3):
             up = time.time()
-        if seen is None and ad(cluster).get("CloudAddresses"):
+        if seen is None and not undefined(ad(cluster).get("CloudAddresses")):
             seen = time.time()
         time.sleep(POLL)
     destroy(api, [iid])
@@ -360,7 +360,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     schedd.reschedule()
     try:
         _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())
-        _, dhcp_seen = until(lambda: ad(cluster).get("CloudAddresses"))
+        _, dhcp_seen = until(lambda: not undefined(ad(cluster).get("CloudAddresses")))
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
     return {"pool address: in the job ad after the guest answers at it": seen - up,
