@@ -32,9 +32,11 @@ lint:
 unit-test:
 	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)
 
-# Launch latency next to its floor, image size, a burst, per-instance overhead, the
-# API with 10,000 queued instances, create throughput (bench/run.py); bench-quick
-# is the same table with 1,000 queued instances and 200 creates.
+# Launch latency next to its floor, image size, a burst, every instance slot launched
+# at once next to as many virsh creates, per-instance overhead, the API with 10,000
+# queued instances, create throughput, the negotiation cycle and time to a match with
+# 10,000 idle instances and 200 synthetic nodes (bench/run.py); bench-quick is the
+# same table with 1,000 queued instances and 200 creates.
 bench:
 	$(PYTHON) bench/run.py
 

@@ -1,4 +1,5 @@
-"""make bench: launch latency and its floor, image size, a burst, API scale, on the testbed.
+"""make bench: launch latency and its floor, image size, bursts (and every slot at once next to as
+many virsh creates), API and scheduling scale, on the testbed.
 
 Prints one table and writes it as JSON (bench/results.json). Every figure is
 measured in the same run, side by side.
@@ -20,13 +21,16 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
+import pieces  # noqa: E402  (bench/pieces.py)
 import scale  # noqa: E402  (bench/scale.py)
 
-from cloud import guest_page  # noqa: E402
-from condor_cloud.network import StaticAddress  # noqa: E402
+from cloud import guest_page, undefined  # noqa: E402
+from condor_cloud.network import StaticAddress, address_pool  # noqa: E402
 from condor_cloud.node.addresses import lease_file  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
 from condor_cloud.node.seed import GuestData, write_seed  # noqa: E402
+from condor_cloud.profiles import parse_profiles  # noqa: E402
+from condor_cloud.settings import Settings  # noqa: E402
 from condor_cloud.submit import new_mac  # noqa: E402
 from harness import Testbed  # noqa: E402
 
@@ -71,7 +75,7 @@ def launch_stages(tb: Testbed, api: requests.Session, image: str = "tiny.img") -
         ads = schedd.query(f"ClusterId == {cluster}", [attr])
         return ads[0].get(attr) if ads else None
     _, running_seen = until(lambda: job("CloudVMState") == "RUNNING")
-    address, ip_seen = until(lambda: job("CloudAddresses"))
+    address, ip_seen = until(lambda: not undefined(job("CloudAddresses")) and job("CloudAddresses"))
     address = address.split(",")[0]
     _, answered = until(lambda: guest_page(address))
     stages = {
@@ -180,28 +184,56 @@ def burst(tb: Testbed, api: requests.Session, count: int = 10) -> dict[str, floa
             f"burst of {count}: instance slots of that node": slots[worst]}
 
 
+class RawGuest:
+    """A transient domain of IMAGE (as published) on HOST, as `virsh create` makes one: a qcow2
+    overlay and SEED in the host's /tmp, the project's own domain model. start() boots it on a
+    libvirt connection to HOST; remove() destroys it and deletes every file made for it."""
+
+    def __init__(self, tb: Testbed, host: str, image: str, fmt: str, memory_mib: int, vcpus: int,
+                 seed: GuestData):
+        self.tb, self.host = tb, host
+        self.name = name = f"bench-floor-{uuid.uuid4().hex[:6]}"
+        disk, seed_file, log = f"/tmp/{name}.qcow2", f"/tmp/{name}-seed.iso", f"/tmp/{name}.log"
+        self.files = [disk, seed_file, log]
+        self.domain = None
+        tb.run(host, "qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
+               f"/var/lib/condor-cloud/shared_images/{image}", disk)
+        try:
+            write_seed(tb.path(host, seed_file), seed)
+        except BaseException:
+            self.remove()
+            raise
+        self.xml = instance_domain(name=name, domain_type="qemu", memory_mib=memory_mib, vcpus=vcpus, disk=disk,
+                                   seed=seed_file, bridge="br0", mac=seed.mac, console_log=log).to_xml()
+
+    def start(self, conn) -> None:
+        self.domain = conn.createXML(self.xml, 0)
+
+    def remove(self) -> None:
+        import libvirt
+        if self.domain is not None:
+            try:
+                self.domain.destroy()
+            except libvirt.libvirtError:
+                pass  # already gone
+        self.tb.run(self.host, "rm", "-f", *self.files, check=False)
+
+
 def boot_alone(tb: Testbed, image: str, fmt: str, memory_mib: int, vcpus: int, seed: GuestData, answered,
                timeout: float = 180) -> float:
     """virsh create of an overlay of IMAGE (as published) on node1, with SEED: seconds until
     ANSWERED(mac) holds."""
     import libvirt
-    name = f"bench-floor-{uuid.uuid4().hex[:6]}"
-    disk, seed_file = f"/tmp/{name}.qcow2", f"/tmp/{name}-seed.iso"
-    tb.run("node1", "qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
-           f"/var/lib/condor-cloud/shared_images/{image}", disk)
-    write_seed(tb.path("node1", seed_file), seed)
-    dom = instance_domain(name=name, domain_type="qemu", memory_mib=memory_mib, vcpus=vcpus, disk=disk,
-                          seed=seed_file, bridge="br0", mac=seed.mac, console_log=f"/tmp/{name}.log")
+    guest = RawGuest(tb, "node1", image, fmt, memory_mib, vcpus, seed)
     conn = libvirt.open(tb.libvirt_uri("node1"))
-    t0 = time.time()
-    d = conn.createXML(dom.to_xml(), 0)
     try:
+        t0 = time.time()
+        guest.start(conn)
         _, done = until(lambda: answered(seed.mac), timeout)
         return done - t0
     finally:
-        d.destroy()
+        guest.remove()
         conn.close()
-        tb.run("node1", "rm", "-f", disk, seed_file)
 
 
 def floor(tb: Testbed) -> float:
@@ -209,6 +241,94 @@ def floor(tb: Testbed) -> float:
     leases = lease_file(tb.state / "dhcp" / "dnsmasq.leases")
     return boot_alone(tb, "tiny.img", "raw", 512, 1, GuestData(instance_id="floor", hostname="floor", mac=new_mac()),
                       lambda mac: (a := leases(mac)) and guest_page(a[0]))
+
+
+def master_settings(tb: Testbed) -> Settings:
+    """condor-cloud's settings as the master (and so the API) runs with them."""
+    master = next(h.name for h in tb.hosts if h.role == "master")
+    done = tb.run(master, "condor_config_val", "-dump", "CONDOR_CLOUD_")
+    return Settings.from_params(pieces.config_dump(done.stdout))
+
+
+def instance_slots() -> dict[str, int]:
+    """Instance slots (one CPU each) per VM host, from the partitionable slots the collector has."""
+    import htcondor2
+    return pieces.slots_by_host(htcondor2.Collector().query(
+        htcondor2.AdType.Startd, "PartitionableSlot =?= true && HasCondorCloud =?= true",
+        ["Machine", "TotalSlotCpus", "PartitionableSlot", "HasCondorCloud", pieces.MARKER]))
+
+
+def forget_neighbours(tb: Testbed) -> None:
+    """Empty the ARP caches of the client (where this process talks from) and the VM hosts: an
+    address taken again by a new guest with another MAC would otherwise answer there only once the
+    stale entry has been probed again (the nodes' address probe waits for the guest's MAC)."""
+    for host in tb.hosts:
+        tb.run(host.name, "ip", "neigh", "flush", "all", check=False)
+
+
+def raw_burst(tb: Testbed, per_host: dict[str, int], settings: Settings, timeout: float = 900) -> float:
+    """PER_HOST[host] `virsh create`s of the test guest on each host, all started at once, each
+    with a free address of the cloud's pool in its seed (as instances get) and the size of the
+    API's default hardware profile: seconds until every guest answers HTTP. Every domain and file
+    made is removed."""
+    import libvirt
+    pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
+    if pool is None:
+        raise RuntimeError("the master has no CONDOR_CLOUD_ADDRESS_POOL to give the raw guests addresses from")
+    profile = next(iter(parse_profiles(settings.hardware_profiles).values()))
+    taken = {str(ad.get("CloudAssignedAddress", "")).split("/")[0]
+             for ad in master_schedd(tb).query("true", ["CloudAssignedAddress"])}
+    conns = {host: libvirt.open(tb.libvirt_uri(host)) for host in per_host}
+    guests: list[RawGuest] = []
+    addresses: list[str] = []
+    macs: list[str] = []
+    try:
+        for host, count in per_host.items():
+            for _ in range(count):
+                static = pool.choose(taken)
+                if static is None:
+                    raise RuntimeError(f"the address pool has no room for {sum(per_host.values())} raw guests")
+                address = static.address.split("/")[0]
+                taken.add(address)
+                n = len(guests)
+                seed = GuestData(instance_id=f"raw-{n}", hostname=f"raw-{n}", network=static,
+                                 mac=new_mac(macs))
+                macs.append(seed.mac)
+                guests.append(RawGuest(tb, host, "tiny.img", "raw", profile.memory.default, profile.cpu.default,
+                                       seed))
+                addresses.append(address)
+        forget_neighbours(tb)
+        t0 = time.time()
+        with concurrent.futures.ThreadPoolExecutor(len(guests)) as starter:
+            list(starter.map(lambda g: g.start(conns[g.host]), guests))
+        pending = list(addresses)
+
+        def all_answer() -> bool:
+            while pending and guest_page(pending[0]):
+                pending.pop(0)
+            return not pending
+        _, answered = until(all_answer, timeout)
+        return answered - t0
+    finally:
+        for guest in guests:
+            guest.remove()
+        for conn in conns.values():
+            conn.close()
+
+
+def launch_under_load(tb: Testbed, api: requests.Session) -> list[tuple[str, float]]:
+    """Every instance slot of the testbed launched at once through the API, then (once those are
+    destroyed) as many `virsh create`s of the same image spread the same way over the same hosts."""
+    per_host = instance_slots()
+    n = sum(per_host.values())
+    forget_neighbours(tb)
+    api_rows = burst(tb, api, n)
+    api_s = api_rows.pop(f"burst of {n}: all guests answer HTTP")
+    try:
+        raw_s = raw_burst(tb, per_host, master_settings(tb))
+    finally:
+        forget_neighbours(tb)  # the raw guests' addresses are the pool's: later instances may take them
+    return pieces.under_load_rows(per_host, api_s, raw_s) + list(api_rows.items())
 
 
 def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
@@ -229,7 +349,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     while (up is None or seen is None) and time.monotonic() < deadline:
         if up is None and guest_page(address, timeout=0.3):
             up = time.time()
-        if seen is None and ad(cluster).get("CloudAddresses"):
+        if seen is None and not undefined(ad(cluster).get("CloudAddresses")):
             seen = time.time()
         time.sleep(POLL)
     destroy(api, [iid])
@@ -240,7 +360,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     schedd.reschedule()
     try:
         _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())
-        _, dhcp_seen = until(lambda: ad(cluster).get("CloudAddresses"))
+        _, dhcp_seen = until(lambda: not undefined(ad(cluster).get("CloudAddresses")))
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
     return {"pool address: in the job ad after the guest answers at it": seen - up,
@@ -328,6 +448,7 @@ def main(argv: list[str]) -> int:
             if image != "tiny.img":
                 (tb.state / "shared_images" / image).unlink()
     rows += list(burst(tb, api).items())
+    rows += launch_under_load(tb, api)
     rows += list(address_delays(tb, api).items())
     rows += list(debian_launch(tb, api).items())
     rows += scale_rows(tb, api, quick)
@@ -350,6 +471,8 @@ def scale_rows(tb: Testbed, api: requests.Session, quick: bool) -> list[tuple[st
         rows += scale.per_instance_overhead(tb, lambda: launch(api), running, lambda iids: destroy(api, iids), count)
     rows += scale.api_at_scale(tb, api, schedd, 1000 if quick else 10000)
     rows += scale.create_throughput(tb, api, schedd, 200 if quick else 1000)
+    rows += scale.scheduling_at_scale(tb, schedd, lambda: launch(api), lambda iids: destroy(api, iids),
+                                      1000 if quick else 10000)
     return rows
 
 

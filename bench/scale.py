@@ -1,5 +1,6 @@
 """How condor-cloud's cost grows with work: per-instance overhead, the API with many
-instances in the queue, create throughput; each next to its peer in the same run."""
+instances in the queue, create throughput, the scheduling path with many queued instances
+and many (synthetic) nodes; each next to its peer in the same run."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import pieces
 import psutil
 import requests
 
@@ -104,14 +106,16 @@ def per_instance_overhead(tb: Testbed, launch: Callable[[], str], running: Calla
         destroy(iids)
 
 
-def submit_held(schedd: Any, count: int) -> int:
-    """COUNT held instance jobs in one transaction (no VM runs): their cluster."""
+def submit_held(schedd: Any, count: int, more_requirements: str = "") -> int:
+    """COUNT held instance jobs in one transaction (no VM runs): their cluster. MORE_REQUIREMENTS
+    is appended to the instances' own."""
     import htcondor2
 
     from condor_cloud.submit import instance_description, new_mac
     desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
                                 wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
     desc["hold"] = "true"
+    desc["requirements"] += more_requirements
     return int(schedd.submit(htcondor2.Submit(desc), count=count).cluster())
 
 
@@ -235,3 +239,143 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId > {last}")
         tb.run(master, "condor_on", "-negotiator", check=False)
+
+
+# -- the scheduling path at pool scale, simulated ---------------------------------------------
+
+NEGOTIATOR = "condor_negotiat"  # its comm (15 characters)
+PLAIN_JOB = {"executable": "/bin/sleep", "arguments": "600", "transfer_executable": "false",
+             "should_transfer_files": "YES", "initialdir": "/tmp", "notification": "never"}
+
+
+def advertise(tb: Testbed, command: str, ads: str) -> None:
+    """condor_advertise -multiple COMMAND with ADS, from the master as the pool's daemons do (the
+    condor identity: ADVERTISE_STARTD is a daemon's right): with its IDTOKEN, else as the
+    condor user (FS)."""
+    master = next(h.name for h in tb.hosts if h.role == "master")
+    tb.path(master, "/tmp/bench-ads").write_text(ads)
+    tb.run(master, "chmod", "644", "/tmp/bench-ads")
+    tries = [("env", "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS"),
+             ("setpriv", "--reuid=condor", "--regid=condor", "--init-groups")]
+    errors = []
+    try:
+        for identity in tries:
+            done = tb.run(master, *identity, "condor_advertise", "-tcp", "-multiple", command, "/tmp/bench-ads",
+                          check=False)
+            if done.returncode == 0:
+                return
+            errors.append(f"{identity[0]}: {done.stdout}{done.stderr}".strip())
+        raise RuntimeError(f"condor_advertise {command} failed: " + " | ".join(errors))
+    finally:
+        tb.run(master, "rm", "-f", "/tmp/bench-ads", check=False)
+
+
+def synthetic_ads() -> int:
+    """How many synthetic machine ads the collector has."""
+    import htcondor2
+    return len(htcondor2.Collector().query(htcondor2.AdType.Startd, f"{pieces.MARKER} =?= true", ["Name"]))
+
+
+def wait(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class NegotiatorWatch:
+    """The master's NegotiatorLog and the negotiator's CPU time, from one mark() to cycles()."""
+
+    def __init__(self, tb: Testbed):
+        master = next(h.name for h in tb.hosts if h.role == "master")
+        self.tb, self.master = tb, master
+        self.log = tb.path(master, tb.run(master, "condor_config_val", "NEGOTIATOR_LOG").stdout.strip())
+
+    def cpu(self) -> float:
+        return cpu_seconds(psutil.Process(pid) for pid in self.tb.pids(self.master, NEGOTIATOR))
+
+    def mark(self) -> None:
+        self.offset, self.cpu0 = self.log.stat().st_size, self.cpu()
+
+    def cycles(self) -> tuple[list[pieces.Cycle], float]:
+        """The whole cycles logged since mark(), and the negotiator's CPU seconds since."""
+        with open(self.log, "rb") as f:
+            if f.seek(0, 2) >= self.offset:  # else the log was rotated: what is left of it
+                f.seek(self.offset)
+            else:
+                f.seek(0)
+            text = f.read().decode(errors="replace")
+        return pieces.negotiation_cycles(text), self.cpu() - self.cpu0
+
+    def measure(self, schedd: Any, label: str, cycles: int = 3, timeout: float = 300) -> Rows:
+        """At least CYCLES whole cycles from now (a reschedule every 2 s asks for them)."""
+        self.mark()
+        deadline = time.monotonic() + timeout
+        while len(self.cycles()[0]) < cycles and time.monotonic() < deadline:
+            schedd.reschedule()
+            time.sleep(2)
+        found, cpu = self.cycles()
+        return pieces.cycle_rows(label, found, cpu)
+
+
+def time_to_match(schedd: Any, cluster: int, t0: float, timeout: float = 300) -> float:
+    """Seconds from T0 until the job of CLUSTER is matched (LastMatchTime set) or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ads = schedd.query(f"ClusterId == {cluster}", ["JobStatus", "LastMatchTime"])
+        if ads and (ads[0].get("JobStatus") == 2 or isinstance(ads[0].get("LastMatchTime"), int)):
+            return time.time() - t0
+        time.sleep(0.2)  # a query scans the whole queue: do not load the schedd more than the measurement
+    raise TimeoutError(f"job {cluster}.0 was not matched in {timeout:.0f} s")
+
+
+def scheduling_at_scale(tb: Testbed, schedd: Any, launch: Callable[[], str], destroy: Callable[[list[str]], None],
+                        count: int, nodes: int = 200, samples: int = 3) -> Rows:
+    """The negotiator's cycle and the time to a match, with COUNT idle instances in the queue (held
+    ones released, with requirements only synthetic machines meet) and NODES synthetic condor-cloud
+    nodes in the collector (START = False: nothing runs there), next to the same cycle on the
+    idle pool and to a plain sleep job's time to a match."""
+    import htcondor2
+    domain = tb.env["CONDOR_CLOUD_TESTBED_DOMAIN"]
+    watch = NegotiatorWatch(tb)
+    rows = watch.measure(schedd, "scheduling, idle pool")
+    label = f"scheduling, {count} idle instances queued + {nodes} synthetic nodes"
+    cluster = submit_held(schedd, count, pieces.ONLY_SYNTHETIC)
+    plain: list[int] = []
+    iids: list[str] = []
+    try:
+        advertise(tb, "UPDATE_STARTD_AD", pieces.ads_file(pieces.synthetic_startd_ad(i, domain) for i in range(nodes)))
+        wait(lambda: synthetic_ads() >= nodes, 60, f"the collector to hold {nodes} synthetic machine ads")
+        schedd.act(htcondor2.JobAction.Release, f"ClusterId == {cluster}")
+
+        def submitted_idle() -> bool:
+            ads = htcondor2.Collector().query(htcondor2.AdType.Submitter, projection=["IdleJobs"])
+            return sum(int(ad.get("IdleJobs", 0)) for ad in ads) >= count
+        wait(submitted_idle, 120, f"the submitters' ads to count {count} idle jobs")
+        rows += watch.measure(schedd, label)
+        plain_s, instance_s = [], []
+        for _ in range(samples):
+            t0 = time.time()
+            job = int(schedd.submit(htcondor2.Submit(PLAIN_JOB)).cluster())
+            schedd.reschedule()  # as the API does after a submit
+            plain.append(job)
+            plain_s.append(time_to_match(schedd, job, t0))
+            schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {plain.pop()}")
+            time.sleep(2)
+        for _ in range(samples):
+            t0 = time.time()
+            iids.append(launch())
+            instance_s.append(time_to_match(schedd, int(iids[-1].split(".")[0]), t0))
+            time.sleep(2)
+        return rows + pieces.match_rows(label, instance_s, plain_s)
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+        for job in plain:  # one whose match timed out
+            schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {job}")
+        try:
+            advertise(tb, "INVALIDATE_STARTD_ADS", pieces.ads_file([pieces.invalidation_ad()]))
+            wait(lambda: synthetic_ads() == 0, 60, "the synthetic machine ads to be invalidated")
+        finally:
+            if iids:
+                destroy(iids)
