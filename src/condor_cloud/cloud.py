@@ -41,7 +41,7 @@ from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.placement import why_pending
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
-from condor_cloud.states import ERROR, FINISH, PENDING, allowed_actions, instance_state
+from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPING, allowed_actions, instance_state
 from condor_cloud.submit import instance_description, new_mac, user_attributes
 
 log = logging.getLogger("condor-cloud")
@@ -50,7 +50,7 @@ PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate"
               "HoldReasonCode", "HoldReasonSubCode",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
               A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME,
-              A.RESERVATION, A.CLIENT_TOKEN, "EnteredCurrentStatus"]
+              A.RESERVATION, A.CLIENT_TOKEN, "EnteredCurrentStatus", "RemoteHost"]
 CONSOLE_BYTES = 100 * 1024
 CLIENT_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,72}")
 CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
@@ -159,6 +159,9 @@ class Instance:
 
     @property
     def addresses(self) -> list[str]:
+        """The guest's addresses, while it runs (not a dead run's: see states.reported_by_this_run)."""
+        if self.state not in (RUNNING, STOPPING):
+            return []
         return [a for a in _text(self.ad, A.ADDRESSES).split(",") if a]
 
     @property

@@ -45,10 +45,19 @@ def instance_state(ad: Mapping[str, Any]) -> str:
                    and ad.get("HoldReasonSubCode") == A.STOPPED_HOLD_SUBCODE)
         return STOPPED if stopped else ERROR
     if status in (JobStatus.RUNNING, JobStatus.TRANSFERRING_OUTPUT, JobStatus.SUSPENDED):
+        if not reported_by_this_run(ad):
+            return PENDING
         if ad.get(A.VM_STATE) in (A.STOPPING, A.STOPPED) or A.parse_request(ad.get(A.REQUEST))[1] == "stop":
             return STOPPING
         return RUNNING if ad.get(A.VM_STATE) == A.RUNNING else PENDING
     return PENDING
+
+
+def reported_by_this_run(ad: Mapping[str, Any]) -> bool:
+    """Are the node's reports in AD (VM state, addresses) of the job's current run? A job started
+    again on another node (its node died) shows the dead run's until the new node reports."""
+    node, host = ad.get(A.DISK_NODE), ad.get("RemoteHost")
+    return not isinstance(node, str) or not isinstance(host, str) or host.rpartition("@")[2] == node
 
 
 def allowed_actions(state: str) -> list[str]:

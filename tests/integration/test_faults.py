@@ -471,8 +471,10 @@ def node_died(testbed: Testbed, instances: Instances, libvirt_conns):
     subprocess.run([REPO / "testbed" / "kill-host", "node1"], check=True, capture_output=True)
     try:
         stopped.start()
-        moved = running.wait(lambda a: a["JobStatus"] == RUNNING and not undefined(a.get("CloudAddresses"))
-                             and a.get("RemoteHost", "").endswith("@" + testbed.fqdn("master")),
+        master = testbed.fqdn("master")
+        moved = running.wait(lambda a: a["JobStatus"] == RUNNING and a.get("CloudVMState") == "RUNNING"
+                             and a.get("RemoteHost", "").endswith("@" + master) and a.get("CloudDiskNode") == master
+                             and not undefined(a.get("CloudAddresses")),
                              "the running instance to start again on the master", timeout=420)
         moved_page = wait_page(moved["CloudAddresses"], "boots", 90)
         waiting = stopped.ad

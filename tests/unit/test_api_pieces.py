@@ -41,6 +41,11 @@ def test_a_bad_profile_setting_says_how_to_write_it():
     ({"JobStatus": 2, "CloudVMState": "RUNNING"}, RUNNING),
     ({"JobStatus": 2, "CloudVMState": "RUNNING", "CloudRequest": "1:stop"}, STOPPING),
     ({"JobStatus": 2, "CloudVMState": "STOPPING"}, STOPPING),
+    # what the node reported is this run's: the node the job runs on holds its disk
+    ({"JobStatus": 2, "CloudVMState": "RUNNING", "CloudDiskNode": "n1", "RemoteHost": "slot1_1@n1"}, RUNNING),
+    # started again elsewhere (its node died): the dead run's report says nothing yet
+    ({"JobStatus": 2, "CloudVMState": "RUNNING", "CloudDiskNode": "n1", "RemoteHost": "slot1_1@n2"}, PENDING),
+    ({"JobStatus": 2, "CloudVMState": "STOPPING", "CloudDiskNode": "n1", "RemoteHost": "slot1_1@n2"}, PENDING),
     ({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 1}, STOPPED),
     ({"JobStatus": 5, "HoldReasonCode": 3, "HoldReasonSubCode": 2}, ERROR),
     ({"JobStatus": 5, "HoldReasonCode": 27}, ERROR),
@@ -51,6 +56,15 @@ def test_a_bad_profile_setting_says_how_to_write_it():
 ])
 def test_states_follow_job_status_and_vm_state(ad, state):
     assert instance_state(ad) == state
+
+
+def test_a_run_that_has_not_reported_yet_lists_no_addresses_of_the_last():
+    from condor_cloud.cloud import Instance
+    last_run = {"ClusterId": 1, "ProcId": 0, "CloudVMState": "RUNNING", "CloudAddresses": "10.0.0.5",
+                "CloudDiskNode": "n1"}
+    assert Instance(last_run | {"JobStatus": 2, "RemoteHost": "slot1_1@n1"}).addresses == ["10.0.0.5"]
+    assert Instance(last_run | {"JobStatus": 2, "RemoteHost": "slot1_1@n2"}).addresses == []
+    assert Instance(last_run | {"JobStatus": 1}).addresses == []
 
 
 def test_actions_follow_the_state():

@@ -187,6 +187,8 @@ class Wrapper:
 
         self.job.report(A.DISK_NODE, self.node)
         self.job.report(A.DOMAIN, self.spec.domain_name)
+        for attr in (A.VM_STATE, A.ADDRESSES):  # a run before this one's (on a node that died)
+            self.job.report(attr, None)
         try:
             self.start()
         except CloudError as e:
