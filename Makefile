@@ -8,7 +8,10 @@ demo:
 # Which HTCondor the testbed runs: 23 (Debian 13, what CI runs) or 25 (Debian unstable).
 CONDOR_SERIES ?= 23
 export CONDOR_SERIES
-PYTHON = $(shell CONDOR_SERIES=$(CONDOR_SERIES) testbed/host-setup)
+# The test virtualenv's python (testbed/host-setup builds it and prints its
+# path), looked up once per make run and only by the targets that use it.
+PYTHON = $(eval PYTHON := $(or $(shell CONDOR_SERIES=$(CONDOR_SERIES) testbed/host-setup),\
+  $(error testbed/host-setup failed: see the lines above)))$(PYTHON)
 
 testbed-up:
 	testbed/up
