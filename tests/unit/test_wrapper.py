@@ -1,5 +1,9 @@
 """The wrapper carries out each request once: those made before its run began are never carried out
 again, whether or not the shadow answers its first read."""
+import os
+import subprocess
+import sys
+
 from condor_cloud.node.instance import InstanceFiles, InstanceSpec
 from condor_cloud.node.wrapper import Wrapper
 from condor_cloud.settings import Settings
@@ -139,3 +143,12 @@ def test_a_signal_while_libvirtd_cannot_be_reached_still_pins_the_instance_here(
     w.signalled = True
     assert w.step() is not None
     assert w.job.reported["CloudPinnedNode"] == "node1.example.org" and w.guest.done == []
+
+
+def test_the_wrapper_does_not_load_what_only_the_hooks_and_the_api_use():
+    """The wrapper stays resident for an instance's whole life: every module it loads costs each instance."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, condor_cloud.node.wrapper; print(' '.join(sys.modules))"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert not {"pycdlib", "filelock", "htcondor2", "starlette", "requests"} & set(loaded)

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pycdlib
-
 from condor_cloud import jobattrs as A
 from condor_cloud.errors import JobAdError
 from condor_cloud.network import StaticAddress
@@ -103,6 +101,10 @@ def seed_files(data: GuestData) -> dict[str, bytes]:
 
 def write_seed(path: Path, data: GuestData) -> None:
     """Write the seed of DATA to PATH (mode 0600: user data may hold secrets), replacing it atomically."""
+    # Imported here: PREPARE_JOB writes seeds; the wrapper, resident for the
+    # instance's whole life, only reads GuestData and need not hold pycdlib (2.4 MiB).
+    import pycdlib
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1, vol_ident=LABEL, joliet=3, rock_ridge="1.09")
     for name, content in seed_files(data).items():
