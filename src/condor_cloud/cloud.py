@@ -298,9 +298,8 @@ class Cloud:
         finally:
             self._assigning.release()
 
-    def _free_address(self, schedd: Any) -> StaticAddress:
-        ads = schedd.query(CLOUD_JOBS, [A.ASSIGNED_ADDRESS])
-        taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in ads}
+    def _free_address(self, in_use: list[dict[str, Any]]) -> StaticAddress:
+        taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in in_use}
         assert self.pool is not None  # only asked for with a pool
         address = self.pool.choose(taken)
         if address is None:
@@ -437,8 +436,13 @@ class Cloud:
                     return found
             with self._one_create_at_a_time():
                 self._check_limit(owner, admin)
-                mac = new_mac({_text(ad, A.MAC) for ad in self._jobs()})
-                network = self._call("list the addresses in use", self._free_address) if static else None
+                # Only the two attributes every instance must not share: with many queued
+                # instances, reading whole ads here would bound the rate of creates.
+                in_use = [dict(ad) for ad in self._call(
+                    "list the MAC and pool addresses in use",
+                    lambda s: s.query(CLOUD_JOBS, [A.MAC, A.ASSIGNED_ADDRESS]))]
+                mac = new_mac({_text(ad, A.MAC) for ad in in_use})
+                network = self._free_address(in_use) if static else None
                 desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=mac,
                                             wrapper=self.settings.wrapper, logs=str(self.settings.logs),
                                             lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
@@ -512,7 +516,9 @@ class Cloud:
         limit = self.settings.user_instance_limit
         if admin or not limit:
             return
-        held = sum(1 for i in (Instance(ad) for ad in self._jobs()) if i.owner == owner and i.state != FINISH)
+        ads = self._call("count your instances",
+                         lambda s: s.query(f"({CLOUD_JOBS}) && {A.OWNER} == {literal(owner)}", PROJECTION))
+        held = sum(1 for i in (Instance(dict(ad)) for ad in ads) if i.owner == owner and i.state != FINISH)
         if held >= limit:
             raise Refused(f"you have {held} instances, the most a user may have "
                           f"(CONDOR_CLOUD_USER_INSTANCE_LIMIT = {limit}); destroy one first, or ask an admin")
