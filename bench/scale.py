@@ -4,6 +4,9 @@ and many (synthetic) nodes; each next to its peer in the same run."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import shutil
 import statistics
 import subprocess
 import threading
@@ -199,18 +202,25 @@ def api_at_scale(tb: Testbed, api: requests.Session, schedd: Any, count: int, sa
 def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: int, clients: int = 16,
                       peer: int = 200) -> Rows:
     """TOTAL creates through the API from CLIENTS threads, with the negotiator off (nothing
-    runs), next to condor_submit of the same job in a loop (PEER submits)."""
+    runs), next to condor_submit of the same job in a loop (PEER submits). The creates name
+    a copy of the test guest whose sidecar says it runs no cloud-init, so they take no
+    addresses of the testbed's pool (80 addresses) and need none."""
     import htcondor2
 
     from condor_cloud.submit import instance_description, new_mac
     master = next(h.name for h in tb.hosts if h.role == "master")
     last = max([a["ClusterId"] for a in schedd.query("true", ["ClusterId"])], default=0)
+    shared = tb.state / "shared_images"
+    image = "bench-no-cloud-init.img"
+    (shared / f"{image}.json").write_text(json.dumps({"cloud_init": False}))
+    shutil.copyfile(tb.guest_image, shared / "staging" / image)
+    os.rename(shared / "staging" / image, shared / image)
     tb.run(master, "condor_off", "-negotiator")
     statuses: list[int] = []
     ids: list[str] = []
     try:
         def create(i: int) -> None:
-            r = api.post(api.base + "/instances", data={"image_id": "tiny.img", "name": f"bench-{i}"},
+            r = api.post(api.base + "/instances", data={"image_id": image, "name": f"bench-{i}"},
                          headers=JSON, timeout=300)
             statuses.append(r.status_code)
             if r.status_code == 201:
@@ -220,7 +230,7 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
             list(pool.map(create, range(total)))
         api_rate = total / (time.perf_counter() - t0)
         made = schedd.query(f"ClusterId > {last}", ["ClusterId"])
-        desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
+        desc = instance_description(image_id=image, memory_mib=512, cpus=1, mac=new_mac(),
                                     wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
         desc["hold"] = "true"
         submit_file = "/tmp/bench-peer.sub"
@@ -239,6 +249,8 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId > {last}")
         tb.run(master, "condor_on", "-negotiator", check=False)
+        (shared / image).unlink(missing_ok=True)
+        (shared / f"{image}.json").unlink(missing_ok=True)
 
 
 # -- the scheduling path at pool scale, simulated ---------------------------------------------
