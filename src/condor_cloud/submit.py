@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 
 from condor_cloud import jobattrs as A
@@ -10,6 +11,9 @@ from condor_cloud.errors import ParameterError
 from condor_cloud.network import StaticAddress
 
 _UNSAFE = ("\\", "\n", "\r", "\0")
+# What XML 1.0 cannot carry (every representation shows names): the C0 controls but tab,
+# surrogates and the non-characters U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str = "",
@@ -29,6 +33,9 @@ def user_attributes(*, name: str, owner: str, user_data: str = "", keyname: str 
     for attr, (what, value) in typed.items():
         if any(c in value for c in _UNSAFE):
             raise ParameterError(f"{what} may not contain backslashes, line breaks or NUL characters")
+        if _NOT_XML.search(value):
+            raise ParameterError(f"{what} may not contain control characters (only tab) or "
+                                 "non-characters; remove them")
         if "$$" in value:
             raise ParameterError(f"{what} may not contain '$$': HTCondor expands $$(...) in a job's "
                                  "attributes when it starts")

@@ -468,3 +468,14 @@ def test_a_form_parser_error_is_400_with_its_reason(alice, monkeypatch):
     monkeypatch.setattr(Request, "form", broken)
     r = alice.post("/api/instances", content=b"x", headers={**XML, "Content-Type": "multipart/form-data; boundary=b"})
     assert r.status_code == 400 and "boundary character" in xml(r).findtext("message")
+
+
+@pytest.mark.parametrize("name", ["bell\x07", "esc\x1b[31m", "form\x0cfeed", "nonchar\ufffe"])
+def test_a_name_xml_cannot_carry_is_refused_and_every_list_stays_xml(alice, admin, name):
+    """One user's instance name must never make the list unreadable for everyone who sees it."""
+    r = alice.post("/api/instances", params={"image_id": "tiny.img", "name": name}, headers=XML)
+    assert r.status_code == 400, r.text
+    assert "name may not contain control characters" in r.text
+    launch(alice, name="tab\tis fine")
+    for c in (alice, admin):
+        ET.fromstring(c.get("/api/instances", headers=XML).content)
