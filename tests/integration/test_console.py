@@ -69,6 +69,16 @@ def browser(testbed: Testbed, tmp_path_factory, screenshots):
     b.quit()
 
 
+def is_stale(element) -> bool:
+    """ELEMENT's page has been left (a new page loaded in its place)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 def text_of(browser, by, value) -> str | None:
     """The text of an element, or None while the page is being reloaded (or it is missing)."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -121,7 +131,11 @@ def clicked(browser, testbed: Testbed, screenshots):
 
     browser.get(f"{api}/instances/{iid}?format=html")
     browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, f"destroy-{iid}").click()
+    # The click only starts the form's submission: navigating away before the page is left
+    # would cancel the POST.
+    wait_for(lambda: is_stale(page), 30, "the destroy form to be submitted", interval=0.2)
 
     def gone():
         browser.get(api + "/instances?format=html")
