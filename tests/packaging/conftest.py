@@ -55,7 +55,8 @@ def debian(packages, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("debian")
     debs = [p for name, p in packages.items() if name.startswith("deb:")]
     done = subprocess.run([PACKAGING / "try-debs", results, *debs], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr + (results / "install.log").read_text()
+    install_log = results / "install.log"
+    assert done.returncode == 0, done.stdout + done.stderr + (install_log.read_text() if install_log.exists() else "")
     return results
 
 
