@@ -10,6 +10,7 @@ import base64
 import binascii
 import fcntl
 import logging
+import os
 import re
 import secrets
 import subprocess
@@ -284,8 +285,15 @@ class Cloud:
         if not self._assigning.acquire(timeout=patience):
             raise busy
         try:
-            self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(self.settings.state / "addresses.lock", "a") as lock:
+            path = self.settings.state / "addresses.lock"
+            try:
+                self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # Read-only is enough to lock: the API's user and the command line's share it.
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise CloudError(f"cannot open {path}: {e.strerror}; {self.settings.state} must be the API's "
+                                 "user's and writable by group condor-cloud (mode 2770)") from None
+            with open(fd) as lock:
                 while True:
                     try:
                         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import htcondor2
@@ -25,6 +27,14 @@ log = logging.getLogger("condor-cloud")
 
 # Calls that are safe to make twice: everything but submit.
 _REPEATABLE = {"query", "history", "edit", "act", "reschedule"}
+
+
+def authenticate_with_tokens(directory: Path) -> None:
+    """Authenticate to HTCondor with the tokens in DIRECTORY and nothing else, in this process
+    and in every process it starts (the environment carries it: the API's workers are spawned)."""
+    os.environ["_CONDOR_SEC_TOKEN_DIRECTORY"] = str(directory)
+    os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "IDTOKENS"
+    htcondor2.reload_config()
 
 
 class LocatedSchedd:

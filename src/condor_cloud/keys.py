@@ -86,7 +86,8 @@ def new_key_pair(name: str) -> tuple[str, str]:
 
 
 class KeyStore:
-    """The keys of every API user, in one SQLite file (created mode 0600 on first use)."""
+    """The keys of every API user, in one SQLite file (created mode 0640 on first use: public keys
+    only, which the command line, run as the instances' user in the state directory's group, reads)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -95,7 +96,7 @@ class KeyStore:
         try:
             if not self.path.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self.path.touch(mode=0o600)
+                self.path.touch(mode=0o640)
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             db.execute(SCHEMA)
         except (OSError, sqlite3.Error) as e:
@@ -103,19 +104,22 @@ class KeyStore:
                              "API's user (CONDOR_CLOUD_STATE)") from None
         return db
 
-    def list(self, owner: str) -> list[Key]:
+    def _read(self, where: str, args: tuple[str, ...]) -> list[Key]:
+        if not self.path.exists():
+            return []  # nothing stored yet; a read makes no store (the command line reads as another user)
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT owner, name, public_key, fingerprint, created FROM keys "
-                              "WHERE owner = ? ORDER BY name", (owner,)).fetchall()
+            rows = db.execute(f"SELECT owner, name, public_key, fingerprint, created FROM keys WHERE {where} "
+                              "ORDER BY name", args).fetchall()
         return [Key(*r) for r in rows]
 
+    def list(self, owner: str) -> list[Key]:
+        return self._read("owner = ?", (owner,))
+
     def get(self, owner: str, name: str) -> Key:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT owner, name, public_key, fingerprint, created FROM keys "
-                             "WHERE owner = ? AND name = ?", (owner, name)).fetchone()
-        if row is None:
+        found = self._read("owner = ? AND name = ?", (owner, name))
+        if not found:
             raise NotFound(f"no key {name!r}; list /api/keys for your keys")
-        return Key(*row)
+        return found[0]
 
     def _add(self, owner: str, name: str, public_key: str) -> Key:
         key = Key(owner, name, public_key, fingerprint(public_key), int(time.time()))

@@ -58,6 +58,10 @@ class Settings:
     logs: Path = Path("/var/lib/condor-cloud/logs")
     api_address: str = "127.0.0.1"
     api_port: int = 3002
+    # The API authenticates to HTCondor with the token in this directory only
+    # (the API's user's alone, mode 0700): one for the instances' user, so the
+    # instances it queues run as that user (condor-cloud setup master makes it).
+    api_tokens: Path = Path("/etc/condor-cloud/tokens.d")
     # "NAME:PASSWORD [admin]" lines; must be readable by the API's user only.
     api_credentials: Path = Path("/etc/condor-cloud/api-credentials")
     # HTTPS: a PEM certificate (chain) and its private key. Without them the API

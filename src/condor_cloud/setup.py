@@ -35,7 +35,8 @@ DAEMON_TOKEN = "/etc/condor/tokens.d/condor"
 CONDOR_USER = "condor"
 RECONCILER_TOKEN = "queue-reader"
 RECONCILER_IDENTITY = "condor-cloud-reconciler"
-READ_SCOPE = "condor:/READ"
+# The API's token (CONDOR_CLOUD_API_TOKENS): it acts as the instances' user.
+API_TOKEN = INSTANCE_USER
 SITE_CONFIG = "/etc/condor/config.d/25-condor-cloud-site.conf"
 NODE_CONFIG = "/etc/condor/config.d/20-condor-cloud-node.conf"
 NODE_TEMPLATE = "/usr/share/condor-cloud/20-condor-cloud-node.conf"
@@ -215,31 +216,47 @@ def daemon_token(m: Machine, uid_domain: str, new_key: bool) -> Outcome:
 
 def reconciler_credential(m: Machine, settings: Settings, uid_domain: str, new_key: bool) -> Outcome:
     """The token the node's reconciler (the startd cron, run as condor) reads the schedd's queue
-    with: an IDTOKEN limited to READ, readable by condor alone (made again when the pool key is
-    NEW_KEY, or when the one there is not exactly that)."""
-    step = "reconciler credential"
-    identity = f"{RECONCILER_IDENTITY}@{uid_domain}"
-    path = str(settings.reconciler_tokens / RECONCILER_TOKEN)
-    condor = m.ids(CONDOR_USER)
-    if condor is None:
-        return Outcome(step, MISSING, f"there is no user {CONDOR_USER} to read {path}",
+    with: an IDTOKEN limited to READ, readable by condor alone."""
+    return _user_token(m, "reconciler credential", settings.reconciler_tokens / RECONCILER_TOKEN,
+                       f"{RECONCILER_IDENTITY}@{uid_domain}", ("READ",), CONDOR_USER, new_key,
                        "install HTCondor (the condor package), then run this again")
+
+
+def api_token(m: Machine, settings: Settings, uid_domain: str, new_key: bool) -> Outcome:
+    """The token the API queues, reads and changes instances with: the instances' user's
+    identity (so instances run as that user on the nodes, where it may use libvirt), limited
+    to READ and WRITE, readable by the API's user alone (who is not in group libvirt)."""
+    return _user_token(m, "API token", settings.api_tokens / API_TOKEN, f"{INSTANCE_USER}@{uid_domain}",
+                       ("READ", "WRITE"), API_USER, new_key,
+                       "install the condor-cloud package (it creates the user)")
+
+
+def _user_token(m: Machine, step: str, file: Path, identity: str, authz: tuple[str, ...], user: str,
+                new_key: bool, no_user_fix: str) -> Outcome:
+    """An IDTOKEN for IDENTITY limited to AUTHZ in FILE, in a directory of its own, both USER's
+    alone (made again when the pool key is NEW_KEY, or when the one there is not exactly that)."""
+    path, directory = str(file), str(file.parent)
+    scope = " and ".join(authz) + " only"
+    ids = m.ids(user)
+    if ids is None:
+        return Outcome(step, MISSING, f"there is no user {user} to read {path}", no_user_fix)
     claims = token_claims(m.path(path).read_text(errors="replace")) if m.path(path).exists() else {}
-    if claims.get("sub") == identity and claims.get("scope") == READ_SCOPE and not new_key:
-        if _owned(m, str(settings.reconciler_tokens), 0o700, condor) | _owned(m, path, 0o600, condor):
-            return Outcome(step, DONE, f"{path} for {identity} (READ only): made {CONDOR_USER}'s alone")
-        return Outcome(step, OK, f"{path} for {identity} (READ only, {CONDOR_USER}'s alone)")
+    if (claims.get("sub") == identity and set(str(claims.get("scope", "")).split()) == {f"condor:/{a}" for a in authz}
+            and not new_key):
+        if _owned(m, directory, 0o700, ids) | _owned(m, path, 0o600, ids):
+            return Outcome(step, DONE, f"{path} for {identity} ({scope}): made {user}'s alone")
+        return Outcome(step, OK, f"{path} for {identity} ({scope}, {user}'s alone)")
     if not m.path(POOL_KEY).exists():
         return Outcome(step, MISSING, f"{path} needs the pool signing key first",
                        "get the pool signing key (above), then run this again")
-    made = m.run(["condor_token_create", "-identity", identity, "-authz", "READ"])
+    made = m.run(["condor_token_create", "-identity", identity, *(arg for a in authz for arg in ("-authz", a))])
     if made.returncode != 0 or token_identity(made.stdout) != identity:
         return Outcome(step, MISSING, f"condor_token_create failed: {last_line(made.stderr)}",
                        "check that HTCondor is installed and the pool signing key is readable by root")
     m.path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _owned(m, str(settings.reconciler_tokens), 0o700, condor)
-    m.write(path, made.stdout.strip() + "\n", 0o600, CONDOR_USER)
-    return Outcome(step, DONE, f"created {path} for {identity} (READ only, {CONDOR_USER}'s alone)")
+    _owned(m, directory, 0o700, ids)
+    m.write(path, made.stdout.strip() + "\n", 0o600, user)
+    return Outcome(step, DONE, f"created {path} for {identity} ({scope}, {user}'s alone)")
 
 
 def _owned(m: Machine, path: str, mode: int, ids: tuple[int, int]) -> bool:
@@ -399,6 +416,7 @@ def setup_master(m: Machine, settings: Settings, *, host: str, uid_domain: str) 
         daemon_token(m, uid_domain, new_key=not had_key),
         reconciler_credential(m, settings, uid_domain, new_key=not had_key),
         credentials,
+        api_token(m, settings, uid_domain, new_key=not had_key),
         api_user_outside_libvirt(m),
         instances_libvirt(m, settings),
         serial_console(m),

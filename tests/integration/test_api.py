@@ -201,6 +201,22 @@ def test_an_admin_sees_everyone_s_instances(api, owned):
     assert {owned["admin"], owned["user2"]} <= set(listed)
 
 
+def test_the_api_runs_as_a_user_outside_libvirt_and_queues_instances_for_the_instances_user(
+        testbed, schedd, owned):
+    """Taking over the API gives no libvirt on the master; its instances run as condor-cloud."""
+    pid = int((testbed.state / "hosts" / "master" / "api.pid").read_text())
+    uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
+    users = {int(f[2]): f[0] for f in (line.split(":") for line in testbed.path("master", "/etc/passwd")
+                                       .read_text().splitlines())}
+    assert users[uid] == "condor-cloud-api"
+    virsh = testbed.run("master", "setpriv", "--reuid=condor-cloud-api", "--regid=condor-cloud-api",
+                        "--init-groups", "virsh", "-c", "qemu:///system", "list", check=False)
+    assert virsh.returncode != 0
+    for iid in owned.values():
+        [ad] = schedd.query(f"ClusterId == {iid.split('.')[0]}", ["Owner", "User"])
+        assert ad["Owner"] == "condor-cloud"
+
+
 # -- instances that cannot run say why ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ CONFIG_DIR = "/etc/condor-cloud/test-tls"
 def api_command(*args: str, env: dict[str, str]) -> list[str]:
     """condor-cloud-api run on the master as the API's user, with condor knobs from ENV."""
     return [str(REPO / "testbed" / "run"), "--host", "master", "env", *(f"_CONDOR_{k}={v}" for k, v in env.items()),
-            "setpriv", "--reuid=condor-cloud", "--regid=condor-cloud", "--init-groups", API, *args]
+            "setpriv", "--reuid=condor-cloud-api", "--regid=condor-cloud-api", "--init-groups", API, *args]
 
 
 def api_pids(testbed: Testbed, port: int) -> list[int]:
@@ -46,7 +46,7 @@ def certificate(testbed: Testbed, tmp_path_factory) -> Path:
     for name in ("cert.pem", "key.pem"):
         (target / name).write_bytes((d / name).read_bytes())
         os.chmod(target / name, 0o600)
-    testbed.run("master", "chown", "-R", "condor-cloud:condor-cloud", CONFIG_DIR)
+    testbed.run("master", "chown", "-R", "condor-cloud-api:condor-cloud-api", CONFIG_DIR)
     return d / "cert.pem"
 
 

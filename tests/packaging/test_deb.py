@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from condor_cloud.settings import Settings
+
 
 def fields(deb: Path, name: str) -> str:
     return subprocess.run(["dpkg-deb", "-f", deb, name], check=True, capture_output=True, text=True).stdout
@@ -81,6 +83,15 @@ def test_the_api_unit_runs_as_the_apis_user(debian):
     assert re.search(r"^User=condor-cloud-api$", unit, re.M) and re.search(r"^Group=condor-cloud-api$", unit, re.M)
 
 
+def test_the_api_unit_lets_the_api_write_its_state_and_nothing_else_of_condor_cloud(debian):
+    """ProtectSystem=strict makes /var read-only: the keys, the session key and the address lock need
+    the state directory writable."""
+    unit = (debian / "condor-cloud-api.service").read_text()
+    assert re.search(r"^ProtectSystem=strict$", unit, re.M)
+    assert re.search(r"^ReadOnlyPaths=/var/lib/condor-cloud$", unit, re.M)
+    assert re.findall(r"^ReadWritePaths=(.*)$", unit, re.M) == [str(Settings().state)]
+
+
 def setup_run(debian: Path, n: int) -> dict:
     return json.loads((debian / f"setup-{n}.json").read_text())
 
@@ -91,7 +102,7 @@ def states(report: dict) -> dict[str, str]:
 
 def test_setup_master_makes_the_key_token_site_config_and_credentials(debian):
     first = states(setup_run(debian, 1))
-    for step in ["site configuration", "pool signing key", "daemon token", "API credentials"]:
+    for step in ["site configuration", "pool signing key", "daemon token", "API credentials", "API token"]:
         assert first[step] == "done", (step, first)
     assert setup_run(debian, 1)["api_password"]
 
@@ -101,6 +112,7 @@ def test_setup_master_leaves_secrets_to_their_owners(debian):
     assert seen["/etc/condor/passwords.d/POOL"] == ["root", "root", "600"]
     assert seen["/etc/condor/tokens.d/condor"] == ["root", "root", "600"]
     assert seen["/etc/condor-cloud/api-credentials"] == ["condor-cloud-api", "condor-cloud-api", "600"]
+    assert seen["/etc/condor-cloud/tokens.d/condor-cloud"] == ["condor-cloud-api", "condor-cloud-api", "600"]
 
 
 def test_the_daemon_token_is_condors_in_the_uid_domain(debian):

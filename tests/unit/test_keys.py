@@ -32,9 +32,10 @@ def test_the_store_never_holds_the_private_key(store):
     assert body[:40].encode() not in store.path.read_bytes()
 
 
-def test_the_store_is_readable_by_its_owner_only(store):
+def test_the_store_is_written_by_its_owner_only_and_read_by_its_group(store):
+    """The group is the state directory's (condor-cloud): the command line reads public keys."""
     store.create("alice", "laptop")
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o640
 
 
 def test_the_fingerprint_is_the_one_ssh_keygen_shows(store):
@@ -96,3 +97,11 @@ def test_a_second_key_of_the_same_name_is_refused_and_the_first_kept(store):
     with pytest.raises(ParameterError, match="already have a key named"):
         store.create("alice", "laptop")
     assert store.get("alice", "laptop") == first
+
+
+def test_reading_an_empty_store_makes_no_file(store):
+    """The command line reads keys as the instances' user: a store it made could not be written by the API."""
+    assert store.list("alice") == []
+    with pytest.raises(NotFound):
+        store.get("alice", "laptop")
+    assert not store.path.exists()

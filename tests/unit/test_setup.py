@@ -42,7 +42,7 @@ class Commands:
         if argv[0] == "condor_store_cred":
             Path(argv[argv.index("-f") + 1]).write_bytes(os.urandom(32))
         if argv[0] == "condor_token_create":
-            scope = f"condor:/{argv[argv.index('-authz') + 1]}" if "-authz" in argv else None
+            scope = " ".join(f"condor:/{argv[i + 1]}" for i, a in enumerate(argv) if a == "-authz") or None
             return subprocess.CompletedProcess(argv, 0, fake_token(argv[argv.index("-identity") + 1], scope) + "\n", "")
         if "virsh" in argv and self.virsh_error:
             return subprocess.CompletedProcess(argv, 1, "", f"error: failed to connect\nerror: {self.virsh_error}\n")
@@ -167,6 +167,18 @@ def test_a_reconciler_token_that_may_do_more_than_read_is_made_again(root, comma
     assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
 
 
+def test_a_fresh_master_gives_the_api_the_instances_users_token_limited_to_read_and_write(root, first_master):
+    """The instances the API queues run as condor-cloud (in group libvirt on the nodes); the API's
+    own user, condor-cloud-api, is not in group libvirt, and it alone reads the token."""
+    token = root / "etc/condor-cloud/tokens.d/condor-cloud"
+    claims = setup.token_claims(token.read_text())
+    assert claims["sub"] == f"condor-cloud@{DOMAIN}"
+    assert set(claims["scope"].split()) == {"condor:/READ", "condor:/WRITE"}
+    assert (mode(token), token.stat().st_uid) == (0o600, 993)
+    assert (mode(token.parent), token.parent.stat().st_uid) == (0o700, 993)
+    assert by_step(first_master)["API token"].state == setup.DONE
+
+
 def test_a_reconciler_token_left_readable_is_made_condors_alone(root, first_master, commands):
     token = root / RECONCILER_TOKEN
     token.chmod(0o644)
@@ -207,8 +219,8 @@ def test_a_token_left_from_an_earlier_pool_key_is_made_again_with_the_new_key(ro
     report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
     assert by_step(report)["pool signing key"].state == setup.DONE
     assert by_step(report)["daemon token"].state == setup.DONE
-    assert [c[2] for c in commands.named("condor_token_create")] == [f"condor@{DOMAIN}",
-                                                                    f"condor-cloud-reconciler@{DOMAIN}"]
+    assert [c[2] for c in commands.named("condor_token_create")] == [
+        f"condor@{DOMAIN}", f"condor-cloud-reconciler@{DOMAIN}", f"condor-cloud@{DOMAIN}"]
 
 
 def test_a_token_for_another_uid_domain_is_made_again(root, first_master, commands):

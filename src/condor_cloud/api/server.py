@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from condor_cloud.api.app import create_app
 from condor_cloud.api.auth import Credentials
 from condor_cloud.api.middleware import networks
 from condor_cloud.cloud import Cloud
-from condor_cloud.condor import PooledCollector, PooledSchedd, WorkerPool
+from condor_cloud.condor import PooledCollector, PooledSchedd, WorkerPool, authenticate_with_tokens
 from condor_cloud.errors import CloudError
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
@@ -57,6 +58,23 @@ def max_body(settings: Settings) -> int:
     return -(-(3 * settings.user_data_limit + 64 * 1024) // 1024) * 1024
 
 
+def act_as_instances_user(tokens: Path) -> None:
+    """Talk to HTCondor with the token in TOKENS only: the instances' user's, so the instances
+    the API queues run as that user on the nodes, while the API's own user has no libvirt."""
+    try:
+        readable = [p for p in tokens.iterdir() if p.is_file() and os.access(p, os.R_OK)]
+    except OSError as e:
+        readable = []
+        reason = e.strerror
+    else:
+        reason = "it holds no token this user can read"
+    if not readable:
+        raise CloudError(f"the API needs a token for the instances' user in {tokens} "
+                         f"(CONDOR_CLOUD_API_TOKENS), and {reason}; run `condor-cloud setup master` "
+                         "as root, which makes it")
+    authenticate_with_tokens(tokens)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="condor-cloud-api", description=__doc__)
     parser.add_argument("--address", help="listen address (CONDOR_CLOUD_API_ADDRESS)")
@@ -70,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         address = args.address or settings.api_address
         tls = tls_options(settings, address)
         networks(settings.api_forwarded_allow_ips)
+        act_as_instances_user(settings.api_tokens)
     except CloudError as e:
         log.error("%s", e)
         return 2

@@ -157,8 +157,9 @@ def _constraint(job_ids: list[str]) -> str:
 def queue_reader(tokens: Path) -> QueueReader:
     """Read schedds' queues with the token in the directory TOKENS only (limited to READ)."""
     import htcondor2
-    htcondor2.param["SEC_TOKEN_DIRECTORY"] = str(tokens)
-    htcondor2.param["SEC_CLIENT_AUTHENTICATION_METHODS"] = "IDTOKENS"
+
+    from condor_cloud.condor import authenticate_with_tokens
+    authenticate_with_tokens(tokens)
     htcondor2.param["QUERY_TIMEOUT"] = str(QUERY_TIMEOUT)
 
     def read(schedd: str, job_ids: list[str]) -> dict[str, Job] | None:
