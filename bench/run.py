@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import requests
@@ -129,6 +130,7 @@ def publish_sized(tb: Testbed) -> dict[str, str]:
 
 COPY_VS_CP = """
 import shutil, statistics, subprocess, sys, time
+from collections.abc import Iterable
 from pathlib import Path
 from condor_cloud.filecopy import sparse_copy
 src, dest = Path(sys.argv[1]), Path(sys.argv[2])
@@ -410,6 +412,20 @@ def debian_launch(tb: Testbed, api: requests.Session) -> dict[str, float]:
             "Debian 13: condor-cloud over the floor": answered - t0 - alone}
 
 
+class Table(list[tuple[str, float]]):
+    """The table's rows, each also printed to stderr as it is measured: a long run shows its
+    progress, and what it measured is not lost if a later part fails."""
+
+    def append(self, row: tuple[str, float]) -> None:
+        super().append(row)
+        print(f"  {row[0]}: {row[1]:.2f}", file=sys.stderr, flush=True)
+
+    def __iadd__(self, rows: Iterable[tuple[str, float]]) -> Table:  # type: ignore[override]
+        for row in rows:
+            self.append(row)
+        return self
+
+
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     tb = Testbed.up()
@@ -424,7 +440,8 @@ def main(argv: list[str]) -> int:
     launch_stages(tb, api)  # warm the caches of both nodes' first image use
     stages = launch_stages(tb, api)
     floor_s = floor(tb)
-    rows = [("launch, warm cache: " + k, v) for k, v in stages.items()]
+    rows = Table()
+    rows += [("launch, warm cache: " + k, v) for k, v in stages.items()]
     rows += [("floor: virsh create to guest answers (node1)", floor_s),
              ("condor-cloud over the floor (goal <= 2 s)", stages["guest answers HTTP"] - floor_s)]
     images = publish_sized(tb)
@@ -451,7 +468,7 @@ def main(argv: list[str]) -> int:
     rows += launch_under_load(tb, api)
     rows += list(address_delays(tb, api).items())
     rows += list(debian_launch(tb, api).items())
-    rows += scale_rows(tb, api, quick)
+    scale_rows(tb, api, quick, rows)
     width = max(len(k) for k, _ in rows)
     print(f"{'measure'.ljust(width)}  seconds (or as named)")
     for k, v in rows:
@@ -460,20 +477,19 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def scale_rows(tb: Testbed, api: requests.Session, quick: bool) -> list[tuple[str, float]]:
-    """Issue-size figures: per-instance overhead, the API with many queued instances, creates."""
+def scale_rows(tb: Testbed, api: requests.Session, quick: bool, rows: Table) -> None:
+    """Issue-size figures into ROWS: per-instance overhead, the API with many queued instances,
+    creates, the scheduling path."""
     def running(iid: str) -> bool:
         r = api.get(f"{api.base}/instances/{iid}", headers=JSON, timeout=30).json()["instance"]
         return r["state"] == "RUNNING" and bool(r["public_addresses"])
     schedd = master_schedd(tb)
-    rows: list[tuple[str, float]] = []
     for count in (1, 8):
         rows += scale.per_instance_overhead(tb, lambda: launch(api), running, lambda iids: destroy(api, iids), count)
     rows += scale.api_at_scale(tb, api, schedd, 1000 if quick else 10000)
     rows += scale.create_throughput(tb, api, schedd, 200 if quick else 1000)
     rows += scale.scheduling_at_scale(tb, schedd, lambda: launch(api), lambda iids: destroy(api, iids),
                                       1000 if quick else 10000)
-    return rows
 
 
 if __name__ == "__main__":
