@@ -130,7 +130,6 @@ def publish_sized(tb: Testbed) -> dict[str, str]:
 
 COPY_VS_CP = """
 import shutil, statistics, subprocess, sys, time
-from collections.abc import Iterable
 from pathlib import Path
 from condor_cloud.filecopy import sparse_copy
 src, dest = Path(sys.argv[1]), Path(sys.argv[2])

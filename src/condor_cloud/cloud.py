@@ -526,6 +526,7 @@ class Cloud:
             return
         ads = self._call("count your instances",
                          lambda s: s.query(f"({CLOUD_JOBS}) && {A.OWNER} == {literal(owner)}", PROJECTION))
+        # ClassAd's == ignores case: the owner is compared again, exactly.
         held = sum(1 for i in (Instance(dict(ad)) for ad in ads) if i.owner == owner and i.state != FINISH)
         if held >= limit:
             raise Refused(f"you have {held} instances, the most a user may have "
