@@ -101,13 +101,15 @@ class Machine:
         target = self.path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.setup-tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # The directory may be another user's (a token's): never follow what they left there.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            if owner is not None:
+                uid, gid = self.ids(owner) or (0, 0)
+                os.fchown(f.fileno(), uid, gid)
             f.write(text)
-        os.chmod(tmp, mode)
-        if owner is not None:
-            uid, gid = self.ids(owner) or (0, 0)
-            os.chown(tmp, uid, gid)
         os.replace(tmp, target)
 
 
@@ -261,13 +263,16 @@ def _user_token(m: Machine, step: str, file: Path, identity: str, authz: tuple[s
 
 def _owned(m: Machine, path: str, mode: int, ids: tuple[int, int]) -> bool:
     """Make PATH (which exists) owned by IDS with MODE; True if that changed anything."""
-    p = m.path(path)
-    st = p.stat()
-    if (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, *ids):
-        return False
-    os.chown(p, *ids)
-    os.chmod(p, mode)
-    return True
+    fd = os.open(m.path(path), os.O_RDONLY | os.O_NOFOLLOW)  # a symlink planted there is refused
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, *ids):
+            return False
+        os.fchown(fd, *ids)
+        os.fchmod(fd, mode)
+        return True
+    finally:
+        os.close(fd)
 
 
 def api_credentials(m: Machine, settings: Settings) -> tuple[Outcome, str | None]:

@@ -365,3 +365,19 @@ def test_a_node_must_be_told_its_master():
     from condor_cloud.cli import parser
     with pytest.raises(SystemExit):
         parser().parse_args(["setup", "node"])
+
+
+def test_a_symlink_the_tokens_owner_planted_is_never_followed(root, first_master, commands):
+    """The API's user owns its token directory: root's writes there follow none of its links."""
+    victim = root / "etc/ld.so.preload"
+    token = root / "etc/condor-cloud/tokens.d/condor-cloud"
+    token.unlink()  # forces the token to be made again
+    (token.parent / ".condor-cloud.setup-tmp").symlink_to(victim)
+    setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
+    assert not victim.exists() and setup.token_claims(token.read_text())["sub"] == f"condor-cloud@{DOMAIN}"
+    token.unlink()
+    token.symlink_to(victim)
+    victim.write_text("untouched\n")
+    setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
+    assert victim.read_text() == "untouched\n" and victim.stat().st_uid == 0
+    assert not token.is_symlink() and setup.token_claims(token.read_text())["sub"] == f"condor-cloud@{DOMAIN}"
