@@ -336,8 +336,6 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
     """How long after the guest has its address the job ad has it: a pool address (from the guest
     answering HTTP at it) and a DHCP one (from the DHCP server's lease; nodes cannot read it)."""
     import htcondor2
-
-    from condor_cloud.submit import instance_description
     schedd = master_schedd(tb)
 
     def ad(cluster: int) -> dict:
@@ -355,9 +353,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
         time.sleep(POLL)
     destroy(api, [iid])
     mac = new_mac()
-    desc = instance_description(image_id="tiny.img", memory_mib=256, cpus=1, mac=mac, logs="/tmp", lease=1200,
-                                wrapper="/usr/libexec/condor-cloud/vm-wrapper")
-    cluster = schedd.submit(htcondor2.Submit(desc)).cluster()
+    cluster = tb.submit_as("condor-cloud", pieces.instance_job(memory_mib=256, mac=mac))
     schedd.reschedule()
     try:
         _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())

@@ -19,7 +19,7 @@ import pieces
 import psutil
 import requests
 
-from harness import Testbed
+from harness import Testbed, submit_text
 
 RUN = Path(__file__).resolve().parent.parent / "testbed" / "run"
 MiB = 1 << 20
@@ -109,17 +109,12 @@ def per_instance_overhead(tb: Testbed, launch: Callable[[], str], running: Calla
         destroy(iids)
 
 
-def submit_held(schedd: Any, count: int, more_requirements: str = "") -> int:
+def submit_held(tb: Testbed, count: int, more_requirements: str = "") -> int:
     """COUNT held instance jobs in one transaction (no VM runs): their cluster. MORE_REQUIREMENTS
     is appended to the instances' own."""
-    import htcondor2
-
-    from condor_cloud.submit import instance_description, new_mac
-    desc = instance_description(image_id="tiny.img", memory_mib=512, cpus=1, mac=new_mac(),
-                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
-    desc["hold"] = "true"
+    desc = pieces.instance_job(held=True)
     desc["requirements"] += more_requirements
-    return int(schedd.submit(htcondor2.Submit(desc), count=count).cluster())
+    return tb.submit_as("condor-cloud", desc, count)
 
 
 def timed(fn: Callable[[], object], samples: int, gap: float = 1.1) -> list[float]:
@@ -170,7 +165,7 @@ def api_at_scale(tb: Testbed, api: requests.Session, schedd: Any, count: int, sa
                  clients: int = 32, seconds: float = 30) -> Rows:
     """The API with COUNT held instances in the queue, next to condor_q on the same queue."""
     import htcondor2
-    cluster = submit_held(schedd, count)
+    cluster = submit_held(tb, count)
     label = f"API, {count} instances queued"
     try:
         def get(path: str, accept: dict[str, str]) -> Callable[[], object]:
@@ -207,7 +202,6 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
     addresses of the testbed's pool (80 addresses) and need none."""
     import htcondor2
 
-    from condor_cloud.submit import instance_description, new_mac
     master = next(h.name for h in tb.hosts if h.role == "master")
     last = max([a["ClusterId"] for a in schedd.query("true", ["ClusterId"])], default=0)
     shared = tb.state / "shared_images"
@@ -230,11 +224,9 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
             list(pool.map(create, range(total)))
         api_rate = total / (time.perf_counter() - t0)
         made = schedd.query(f"ClusterId > {last}", ["ClusterId"])
-        desc = instance_description(image_id=image, memory_mib=512, cpus=1, mac=new_mac(),
-                                    wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/tmp", lease=1200)
-        desc["hold"] = "true"
+        desc = pieces.instance_job(image, held=True)
         submit_file = "/tmp/bench-peer.sub"
-        tb.path(master, submit_file).write_text(str(htcondor2.Submit(desc)) + "\nqueue\n")
+        tb.path(master, submit_file).write_text(submit_text(desc))
         loop = f"for i in $(seq {peer}); do condor_submit -terse {submit_file} >/dev/null || exit 1; done"
         t0 = time.perf_counter()
         tb.run(master, "setpriv", "--reuid=condor-cloud", "--regid=condor-cloud", "--init-groups",
@@ -353,7 +345,7 @@ def scheduling_at_scale(tb: Testbed, schedd: Any, launch: Callable[[], str], des
     watch = NegotiatorWatch(tb)
     rows = watch.measure(schedd, "scheduling, idle pool")
     label = f"scheduling, {count} idle instances queued + {nodes} synthetic nodes"
-    cluster = submit_held(schedd, count, pieces.ONLY_SYNTHETIC)
+    cluster = submit_held(tb, count, pieces.ONLY_SYNTHETIC)
     plain: list[int] = []
     iids: list[str] = []
     try:
@@ -369,7 +361,7 @@ def scheduling_at_scale(tb: Testbed, schedd: Any, launch: Callable[[], str], des
         plain_s, instance_s = [], []
         for _ in range(samples):
             t0 = time.time()
-            job = int(schedd.submit(htcondor2.Submit(PLAIN_JOB)).cluster())
+            job = tb.submit_as("tester", PLAIN_JOB)  # another pool user
             schedd.reschedule()  # as the API does after a submit
             plain.append(job)
             plain_s.append(time_to_match(schedd, job, t0))

@@ -108,14 +108,13 @@ class Instances:
 
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
                lease: int = 1200) -> InstanceHandle:
-        import htcondor2
-        # logs: /tmp exists on this host (where submit checks it) and on the master.
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
-                                    logs="/tmp", lease=lease)
+                                    logs=str(Settings().logs), lease=lease)
         requirements = desc["requirements"]
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
-        cluster = self.schedd.submit(htcondor2.Submit(desc)).cluster()
+        # on the master, where the logs directory is, as the command line queues them
+        cluster = self.testbed.submit_as("condor-cloud", desc)
         self.schedd.reschedule()  # as the API does
         handle = InstanceHandle(self.schedd, self.testbed, cluster, requirements)
         self.launched.append(handle)

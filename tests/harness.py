@@ -80,6 +80,14 @@ class Host:
     role: str
 
 
+def submit_text(description: dict[str, str], count: int = 1) -> str:
+    """A submit file queueing COUNT jobs of DESCRIPTION (submit commands)."""
+    import htcondor2
+    text = str(htcondor2.Submit(description))
+    assert text.endswith("queue\n"), text  # the bindings end it with a bare queue statement
+    return text.removesuffix("queue\n") + f"queue {count}\n"
+
+
 @dataclass
 class Testbed:
     __test__ = False
@@ -162,10 +170,18 @@ class Testbed:
         """Unplug host NAME from the LAN, or plug it back in (testbed/cable)."""
         subprocess.run([REPO / "testbed" / "cable", name, action], check=True, capture_output=True)
 
-    def run(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run CMD inside host NAME (its namespaces and root)."""
+    def run(self, name: str, *cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run CMD inside host NAME (its namespaces and root), with INPUT on its stdin."""
         return subprocess.run([REPO / "testbed" / "run", "--host", name, *cmd],
-                              check=check, capture_output=True, text=True)
+                              check=check, capture_output=True, text=True, input=input)
+
+    def submit_as(self, user: str, description: dict[str, str], count: int = 1, name: str = "master") -> int:
+        """Queue COUNT jobs of DESCRIPTION (submit commands) with condor_submit as USER on host NAME
+        (authenticated by FS, as a user logged in there; paths are that host's); their cluster id."""
+        text = submit_text(description, count)
+        done = self.run(name, "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                        "condor_submit", "-terse", "-", input=text)
+        return int(done.stdout.split(".")[0])
 
     @property
     def condor_config(self) -> str:

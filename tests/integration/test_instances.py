@@ -13,6 +13,7 @@ import pytest
 from cloud import CACHE, HELD, INSTANCES, Instances, cache_copies, holders_of, publish_image, wait_page, written_by
 from condor_cloud.classads import literal
 from condor_cloud.node.instance import instance_key
+from condor_cloud.settings import Settings
 from harness import Testbed, wait_for
 
 # -- a running instance ------------------------------------------------------
@@ -296,8 +297,8 @@ def flooding(testbed: Testbed, instances: Instances, libvirt_conns):
     wait_for(flooded, 180, "the guest's 2 MiB of console output", interval=0.1)
     instance.request("stop")
     instance.wait_held("the stop", timeout=120)
-    on_master = testbed.path("master", f"/tmp/{instance.id}.console")
-    shared_log = testbed.path("master", "/tmp/console.log")
+    logs = testbed.path("master", str(Settings().logs))
+    on_master, shared_log = logs / f"{instance.id}.console", logs / "console.log"
     yield largest, on_master.read_bytes(), shared_log.exists() and shared_log.stat().st_mtime >= since
     (testbed.state / "shared_images" / name).unlink()
 
@@ -335,23 +336,27 @@ time.sleep(600)
 
 
 @pytest.fixture(scope="module")
-def reported(testbed: Testbed, schedd):
+def reported(testbed: Testbed, schedd, instances: Instances):
     """Strings with backslashes, quotes and UTF-8, reported by a job on the master through the node's
-    chirp code, and set on the same job with Schedd.edit as the API sets attributes; the job ad as
-    condor_q shows it."""
+    chirp code (a plain job: the instances' user runs only the VM wrapper), and set with Schedd.edit
+    on an instance's job as the API sets attributes; both job ads as condor_q shows them."""
     import htcondor2
     tmp = testbed.path("master", "/tmp")
     (tmp / "chirp-values.json").write_text(json.dumps(VALUES))
     (tmp / "chirp-reporter.py").write_text(REPORTER)
-    job = schedd.submit(htcondor2.Submit({
+    (tmp / "chirp-values.json").chmod(0o644)
+    (tmp / "chirp-reporter.py").chmod(0o644)
+    job = testbed.submit_as("tester", {
         "executable": "/usr/bin/python3", "arguments": "/tmp/chirp-reporter.py", "transfer_executable": "false",
         "should_transfer_files": "YES", "initialdir": "/tmp", "My.WantIOProxy": "true",
-        "requirements": f'Machine == "{testbed.fqdn("master")}"'})).cluster()
+        "requirements": f'Machine == "{testbed.fqdn("master")}"'})
+    edited = instances.submit("no-such-image.img")
     try:
         for attr, value in VALUES.items():
-            schedd.edit(f"ClusterId == {job}", attr.replace("CloudTest", "CloudEdited"), literal(value))
-        yield wait_for(lambda: (ads := schedd.query(f"ClusterId == {job}", [])) and all(a in ads[0] for a in VALUES)
-                       and ads[0], 120, "the job to report its values")
+            schedd.edit(edited.constraint, attr.replace("CloudTest", "CloudEdited"), literal(value))
+        yield {**wait_for(lambda: (ads := schedd.query(f"ClusterId == {job}", [])) and all(a in ads[0] for a in VALUES)
+                          and ads[0], 120, "the job to report its values"),
+               **edited.ad}
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {job}")
 

@@ -22,19 +22,18 @@ def test_every_vm_host_runs_a_startd_in_the_pool(testbed: Testbed, collector):
 
 @pytest.fixture(scope="module")
 def vanilla_jobs(testbed: Testbed, schedd) -> dict[str, dict]:
-    """One vanilla job pinned to each VM host, run to completion: its history ad by host."""
-    import htcondor2
+    """One vanilla job of a pool user (not the cloud's) pinned to each VM host, run to completion:
+    its history ad by host."""
     clusters = {}
     for host in testbed.vm_hosts:
-        sub = htcondor2.Submit({
+        clusters[host.name] = testbed.submit_as("tester", {
             "executable": "/bin/sh",
-            "arguments": "\"-c 'test `id -un` = condor-cloud'\"",
+            "arguments": "\"-c 'test `id -un` = tester'\"",
             "transfer_executable": "false",
             "should_transfer_files": "YES",
             "initialdir": "/tmp",
             "requirements": f'Machine == "{testbed.fqdn(host.name)}"',
         })
-        clusters[host.name] = schedd.submit(sub).cluster()
 
     def finished():
         ads = {}
