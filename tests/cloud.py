@@ -107,14 +107,16 @@ class Instances:
         self.launched: list[InstanceHandle] = []
 
     def submit(self, image: str = "tiny.img", on_host: str | None = None, memory: int = 256,
-               lease: int = 1200) -> InstanceHandle:
+               lease: int = 1200, count: int = 1) -> InstanceHandle:
+        """An instance; or COUNT alike ones in one cluster (sharing one MAC: for instances that
+        never run), whose handle is the first's."""
         desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
                                     logs=str(Settings().logs), lease=lease)
         requirements = desc["requirements"]
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'
         # on the master, where the logs directory is, as the command line queues them
-        cluster = self.testbed.submit_as("condor-cloud", desc)
+        cluster = self.testbed.submit_as("condor-cloud", desc, count)
         self.schedd.reschedule()  # as the API does
         handle = InstanceHandle(self.schedd, self.testbed, cluster, requirements)
         self.launched.append(handle)

@@ -268,6 +268,27 @@ def test_a_released_instance_boots_again_from_the_same_disk(stopped_by_request):
     wait_page(stopped_by_request[0]["CloudAddresses"], "boots 3", 90)
 
 
+# -- scheduling ---------------------------------------------------------------------------------
+
+BACKLOG = 48  # more than the testbed's MAX_JOBS_RUNNING (40): more than the schedd offers per cycle
+
+
+@pytest.fixture(scope="module")
+def behind_a_backlog(instances: Instances):
+    """BACKLOG alike instances no machine can take (more memory than any node has), waiting through
+    negotiation cycles; then one that fits, queued after them: its job ad once it runs."""
+    backlog = instances.submit(memory=8192, count=BACKLOG)
+    time.sleep(25)  # a periodic cycle (every 20 s) rejects them at least once
+    try:
+        yield instances.submit().wait_running("to be matched and started behind the backlog", timeout=120)
+    finally:
+        backlog.act("Remove")
+
+
+def test_an_instance_starts_behind_any_number_of_alike_instances_no_machine_takes(behind_a_backlog):
+    assert behind_a_backlog["JobStatus"] == 2
+
+
 # -- the serial console --------------------------------------------------------------------------
 
 CONSOLE_MOST = 128 * 1024  # the newest 100 KiB are kept, plus what arrives before the next trim
