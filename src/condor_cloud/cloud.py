@@ -10,7 +10,6 @@ import base64
 import binascii
 import fcntl
 import logging
-import os
 import re
 import secrets
 import subprocess
@@ -42,6 +41,7 @@ from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.placement import why_pending
 from condor_cloud.profiles import HardwareProfile
 from condor_cloud.settings import Settings
+from condor_cloud.statefiles import open_shared
 from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPING, allowed_actions, instance_state
 from condor_cloud.submit import instance_description, new_mac, user_attributes
 
@@ -289,7 +289,7 @@ class Cloud:
             try:
                 self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
                 # Read-only is enough to lock: the API's user and the command line's share it.
-                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+                fd = open_shared(path, 0o644)
             except OSError as e:
                 raise CloudError(f"cannot open {path}: {e.strerror}; {self.settings.state} must be the API's "
                                  "user's and writable by group condor-cloud (mode 2770)") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from condor_cloud.errors import CloudError, NotFound, ParameterError
+from condor_cloud.statefiles import open_shared
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_PUBLIC_KEY = 16 * 1024
@@ -86,7 +88,7 @@ def new_key_pair(name: str) -> tuple[str, str]:
 
 
 class KeyStore:
-    """The keys of every API user, in one SQLite file (created mode 0640 on first use: public keys
+    """The keys of every API user, in one SQLite file (mode 0640, whatever the umask: public keys
     only, which the command line, run as the instances' user in the state directory's group, reads)."""
 
     def __init__(self, path: Path):
@@ -94,9 +96,8 @@ class KeyStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            if not self.path.exists():
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self.path.touch(mode=0o640)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(open_shared(self.path, 0o640))
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             db.execute(SCHEMA)
         except (OSError, sqlite3.Error) as e:

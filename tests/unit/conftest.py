@@ -1,6 +1,8 @@
 """The fast layer: the API and the core over an in-process schedd (fakecondor), no pool."""
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,11 @@ def bob(app):
 @pytest.fixture
 def admin(app):
     return client(app, "admin")
+
+
+@pytest.fixture
+def strict_umask() -> Iterator[None]:
+    """A command line run with umask 077: files must get their modes from the code, not from it."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)

@@ -1,11 +1,13 @@
 """The cloud core over an in-process schedd: one-transaction creates, tenancy, why an instance waits."""
 from __future__ import annotations
 
+import stat
+
 import htcondor2
 import pytest
 
 from condor_cloud.cloud import OPERATOR, Instance, Node, User
-from condor_cloud.errors import NotFound, ParameterError, Unavailable
+from condor_cloud.errors import CloudError, NotFound, ParameterError, Unavailable
 from condor_cloud.placement import why_pending
 
 ALICE, BOB = User("alice"), User("bob")
@@ -107,3 +109,22 @@ def test_a_waiting_instance_says_what_it_asks_for_and_what_the_pool_has(instance
 
 def test_an_instance_a_node_has_room_for_has_nothing_to_explain():
     assert why_pending(pending(memory=2048), [node(free_memory=1024), node("n2")]) == ""
+
+
+def test_the_create_lock_opens_for_both_users_whatever_the_umask(cloud, strict_umask):
+    """The API's user and the command line's (a member of the state directory's group) share it."""
+    with cloud._one_create_at_a_time():
+        pass
+    assert stat.S_IMODE((cloud.settings.state / "addresses.lock").stat().st_mode) == 0o644
+
+
+def test_a_link_planted_where_the_create_lock_goes_is_refused_and_its_target_left_alone(cloud, tmp_path):
+    target = tmp_path / "session.key"
+    target.write_bytes(b"k" * 32)
+    target.chmod(0o600)
+    cloud.settings.state.mkdir()
+    (cloud.settings.state / "addresses.lock").symlink_to(target)
+    with pytest.raises(CloudError, match="is a symbolic link"):
+        with cloud._one_create_at_a_time():
+            pass
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"k" * 32

@@ -1,11 +1,12 @@
 """SSH keys: made with a real cryptography library, imported only when they are sound, kept per user."""
+import os
 import stat
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 
-from condor_cloud.errors import NotFound, ParameterError
+from condor_cloud.errors import CloudError, NotFound, ParameterError
 from condor_cloud.keys import KeyStore, fingerprint
 
 
@@ -36,6 +37,29 @@ def test_the_store_is_written_by_its_owner_only_and_read_by_its_group(store):
     """The group is the state directory's (condor-cloud): the command line reads public keys."""
     store.create("alice", "laptop")
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o640
+
+
+def test_the_store_gets_its_mode_whatever_the_umask(store, strict_umask):
+    store.create("alice", "laptop")
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o640
+
+
+def test_a_link_planted_where_the_store_goes_is_refused_and_its_target_left_alone(store, tmp_path):
+    """The state directory is writable by its group: a member could point the store at a file of the API's user."""
+    target = tmp_path / "session.key"
+    target.write_bytes(b"k" * 32)
+    target.chmod(0o600)
+    store.path.parent.mkdir()
+    store.path.symlink_to(target)
+    with pytest.raises(CloudError, match="is a symbolic link"):
+        store.create("alice", "laptop")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"k" * 32
+    os.link(target, tmp_path / "state" / "hard")
+    store.path.unlink()
+    (tmp_path / "state" / "hard").rename(store.path)
+    with pytest.raises(CloudError, match="not a plain file"):
+        store.create("alice", "laptop")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"k" * 32
 
 
 def test_the_fingerprint_is_the_one_ssh_keygen_shows(store):
