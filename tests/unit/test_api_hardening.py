@@ -2,7 +2,9 @@
 reads that cannot pile up, a create a retry cannot duplicate, proxies, ids, quotas."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -11,9 +13,9 @@ import htcondor2
 import pytest
 
 from condor_cloud.api.app import SLOTS, create_app
-from condor_cloud.api.auth import Credentials
+from condor_cloud.api.auth import Credentials, session_key
 from condor_cloud.cloud import Cloud, User
-from condor_cloud.errors import Unavailable
+from condor_cloud.errors import CloudError, Unavailable
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.settings import Settings
 from conftest import JSON, USERS, XML, client
@@ -42,6 +44,66 @@ def test_the_session_key_is_kept_mode_0600_in_the_state_directory(tmp_path):
     cookie = Credentials.load(path, key).session(ALICE)
     assert key.stat().st_mode & 0o777 == 0o600
     assert Credentials.load(path, key).check_session(cookie) == ALICE  # a restarted API keeps sessions
+
+
+def test_a_session_key_already_there_is_used_as_it_is(tmp_path):
+    key = tmp_path / "session.key"
+    key.write_bytes(b"k" * 40)
+    key.chmod(0o600)
+    assert session_key(key) == b"k" * 40
+    assert key.read_bytes() == b"k" * 40 and key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_link_planted_at_the_session_key_is_refused_and_its_target_neither_read_nor_changed(tmp_path):
+    """The state directory is writable by its group, who could plant a key they know (or point at a file)."""
+    target = tmp_path / "known"
+    target.write_bytes(b"k" * 32)
+    target.chmod(0o600)
+    key = tmp_path / "state" / "session.key"
+    key.parent.mkdir()
+    key.symlink_to(target)
+    with pytest.raises(CloudError, match="is a symbolic link.*remove it and restart the API"):
+        session_key(key)
+    assert target.read_bytes() == b"k" * 32 and target.stat().st_mode & 0o777 == 0o600
+    key.unlink()
+    key.symlink_to(tmp_path / "missing")
+    with pytest.raises(CloudError, match="is a symbolic link"):
+        session_key(key)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_session_key_that_is_no_plain_file_is_refused_without_waiting(tmp_path):
+    key = tmp_path / "session.key"
+    os.mkfifo(key, 0o600)  # opening a pipe to read would wait for a writer
+
+    def hung(_signum, _frame):
+        raise TimeoutError("session_key() waits on a pipe")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        with pytest.raises(CloudError, match="not a plain file.*remove it"):
+            session_key(key)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_session_key_of_another_user_is_refused(tmp_path, monkeypatch):
+    key = tmp_path / "session.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    monkeypatch.setattr(os, "geteuid", lambda: key.stat().st_uid + 1)
+    with pytest.raises(CloudError, match="belongs to uid .*not to the API's user.*remove it"):
+        session_key(key)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o602])
+def test_a_session_key_others_can_read_or_write_is_refused(tmp_path, mode):
+    key = tmp_path / "session.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(mode)
+    with pytest.raises(CloudError, match=f"mode {mode:o}.*chmod 600"):
+        session_key(key)
 
 
 def test_a_changed_password_or_a_removed_user_ends_only_their_sessions():

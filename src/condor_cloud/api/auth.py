@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection
 
 from condor_cloud.cloud import User
 from condor_cloud.errors import CloudError
+from condor_cloud.statefiles import open_plain
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 FLAGS = {"admin"}
@@ -39,24 +40,33 @@ KEY_BYTES = 32
 def session_key(path: Path) -> bytes:
     """The key that signs sessions and CSRF tokens: random, made once and kept in PATH (mode
     0600, for the API's user only), so sessions outlive a restart of the API. Nothing a
-    user holds (a cookie, a token) can be checked against a guessed password without it."""
+    user holds (a cookie, a token) can be checked against a guessed password without it.
+    The state directory's group can write there, so the key is read only from a plain file
+    that the API's user owns and no one else can open."""
+    anew = "remove it and restart the API (a new one is made; console users log in again)"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         pass
     else:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
             f.write(secrets.token_bytes(KEY_BYTES))
     try:
-        st, key = path.stat(), path.read_bytes()
+        fd, st = open_plain(path, os.O_RDONLY, remedy=anew)
     except OSError as e:
         raise CloudError(f"cannot read the session key {path}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CloudError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 {path}")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_uid != os.geteuid():
+            raise CloudError(f"the session key {path} belongs to uid {st.st_uid}, not to the API's user "
+                             f"(uid {os.geteuid()}); {anew}")
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise CloudError(f"the session key {path} is open to others (mode {stat.S_IMODE(st.st_mode):o}); "
+                             f"chmod 600 {path} if no one else could have read or written it, else {anew}")
+        key = f.read()
     if len(key) < KEY_BYTES:
-        raise CloudError(f"the session key {path} is shorter than {KEY_BYTES} bytes; remove it and restart "
-                         "the API (a new one is made; console users log in again)")
+        raise CloudError(f"the session key {path} is shorter than {KEY_BYTES} bytes; {anew}")
     return key
 
 
