@@ -34,8 +34,8 @@ DEBIAN_DIR=$CACHE_DIR/debian
 # Runtime state of one checkout's testbed: pidfiles, overlays, logs, sockets.
 STATE_DIR=${CONDOR_CLOUD_TESTBED_STATE:-$REPO_DIR/$STATE_NAME}
 
-# Where the checkout appears inside every node's root.
-SRC_IN_ROOT=/opt/condor-cloud/src
+# The pool's UID_DOMAIN, and the DNS domain of its hosts.
+UID_DOMAIN=cloud.testbed
 
 # The testbed LAN: 198.18.0.0/15 is reserved for network tests (RFC 2544) and
 # lives only inside the namespaces below.

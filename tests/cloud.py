@@ -214,8 +214,8 @@ def cache_copies(testbed: Testbed, host: str, image: str) -> list[str]:
     return [line for line in log if line.split()[1] == image]
 
 
-# Not the host's own files: kernel views, the project's sources, read-only shares from the master.
-NOT_HOST_FILES = ("/proc", "/sys", "/dev", "/opt/condor-cloud/src", "/var/lib/condor-cloud/shared_images",
+# Not the host's own files: kernel views, read-only shares from the master.
+NOT_HOST_FILES = ("/proc", "/sys", "/dev", "/var/lib/condor-cloud/shared_images",
                   "/var/lib/misc")
 
 

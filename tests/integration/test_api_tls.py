@@ -13,7 +13,7 @@ import requests
 from harness import REPO, Testbed, wait_for
 
 TLS_PORT, PLAIN_PORT = 3443, 3444
-API = "/opt/condor-cloud/src/api/condor-cloud-api"
+API = "/usr/libexec/condor-cloud/condor-cloud-api"
 CONFIG_DIR = "/etc/condor-cloud/test-tls"
 
 
