@@ -132,3 +132,20 @@ def test_a_user_cannot_advertise_a_machine_into_the_pool(testbed: Testbed, colle
     done = testbed.run("client", "condor_advertise", "UPDATE_STARTD_AD", "/tmp/intruder.ad", check=False)
     assert done.returncode != 0
     assert not collector.query(htcondor2.AdType.Startd, 'Machine == "intruder.cloud.testbed"', ["Name"])
+
+
+@pytest.mark.parametrize("host,packages", [("master", {"condor-cloud", "condor-cloud-node"}),
+                                           ("node1", {"condor-cloud-node"})])
+def test_every_vm_host_runs_condor_cloud_from_its_installed_packages(testbed: Testbed, host, packages):
+    """testbed/reinstall installs the checkout's .debs as an admin does; nothing of the checkout is
+    mounted or linked into a host, so the tests exercise the packaged files."""
+    installed = testbed.run(host, "dpkg-query", "-W", "-f", "${Package} ${Status}\\n", "condor-cloud*").stdout
+    assert {line.split()[0] for line in installed.splitlines() if line.endswith(" installed")} == packages
+    owners = testbed.run(host, "dpkg", "-S", "/usr/libexec/condor-cloud/vm-wrapper", "/usr/bin/condor-cloud").stdout
+    assert owners.count("condor-cloud-node:") == 2
+    module = testbed.run(host, "python3", "-c", "import condor_cloud; print(condor_cloud.__file__)").stdout
+    assert module.startswith("/usr/lib/python3/dist-packages/condor_cloud/")
+    # mountinfo's 4th field is the directory a bind mount shows: only the testbed's state may be
+    # the checkout's
+    shown = [line.split()[3] for line in testbed.run(host, "cat", "/proc/self/mountinfo").stdout.splitlines()]
+    assert [d for d in shown if (d + "/").startswith(f"{REPO}/") and not d.startswith(str(testbed.state))] == []

@@ -27,7 +27,7 @@ def test_lintian_finds_no_errors(packages):
 
 def test_the_master_package_depends_on_the_node_package_of_the_same_version(packages):
     depends = fields(packages["deb:condor-cloud"], "Depends")
-    assert "condor-cloud-node (= 0.1.0-1)" in depends and "condor (>= 23.9)" in depends
+    assert "condor-cloud-node (= 0.1.0-2)" in depends and "condor (>= 23.9)" in depends
 
 
 def test_both_packages_depend_on_the_htcondor_series_that_were_tested(packages, htcondor_range):
@@ -55,9 +55,16 @@ def test_config_files_are_conffiles(packages):
 # -- installed into a Debian 13 root -------------------------------------------------
 
 
+def test_a_node_has_the_command_its_setup_runs(packages):
+    """A node installs only condor-cloud-node, then runs condor-cloud setup node."""
+    listing = subprocess.run(["dpkg-deb", "-c", packages["deb:condor-cloud-node"]], check=True, capture_output=True,
+                             text=True).stdout
+    assert "./usr/bin/condor-cloud\n" in listing
+
+
 def test_the_packages_install_and_reinstall_with_apt(debian):
-    assert "Setting up condor-cloud (0.1.0-1)" in (debian / "install.log").read_text()
-    assert "Setting up condor-cloud (0.1.0-1)" in (debian / "reinstall.log").read_text()
+    assert "Setting up condor-cloud (0.1.0-2)" in (debian / "install.log").read_text()
+    assert "Setting up condor-cloud (0.1.0-2)" in (debian / "reinstall.log").read_text()
 
 
 def test_the_instances_user_is_in_group_libvirt(debian):
