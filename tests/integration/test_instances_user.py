@@ -39,6 +39,8 @@ OTHER_JOBS = {
     "an environment (PYTHONPATH)": {"environment": "PYTHONPATH=/tmp"},
     "input files": {"transfer_input_files": "/etc/hostname"},
     "a pre-command": {"My.PreCmd": '"/bin/sh"'},
+    "a tool daemon": {"My.ToolDaemonCmd": '"/bin/sh"', "My.ToolDaemonArgs": '"-c id"'},
+    "a checkpoint upload": {"My.WantFTOnCheckpoint": "true", "My.CheckpointDestination": '"file:///tmp/x#"'},
     "the local universe (runs on the master)": {"universe": "local"},
     "the scheduler universe (runs on the master)": {"universe": "scheduler"},
     "a job event log": {"log": "/var/lib/condor-cloud/logs/events"},
@@ -53,6 +55,17 @@ def test_the_api_s_token_queues_no_other_job_of_the_instances_user(testbed: Test
     done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **change))
     assert done.returncode != 0
     assert REFUSED in done.stderr
+    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
+
+
+def test_the_api_s_token_queues_no_job_under_another_spelling_of_the_instances_user(testbed: Testbed, schedd):
+    """The schedd takes User = condor-cloud@DOMAIN in capitals for the same user; the rules go by
+    Owner, the account the job runs as."""
+    marker = uuid.uuid4().hex
+    domain = testbed.env["CONDOR_CLOUD_TESTBED_DOMAIN"].upper()
+    forged = {"universe": "local", "executable": "/bin/sh", "My.User": f'"condor-cloud@{domain}"'}
+    done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **forged))
+    assert done.returncode != 0
     assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
 
 
@@ -78,7 +91,7 @@ def queued(instances: Instances):
 
 EDITS = {"Cmd": '"/bin/sh"', "Environment": '"PYTHONPATH=/tmp"', "Arguments": '"-c id"',
          "TransferInput": '"/etc/hostname"', "JobUniverse": "12", "Iwd": '"/var/lib/condor-cloud/home"',
-         "Out": '".profile"', "UserLog": '"/tmp/events"', "PreCmd": '"/bin/sh"'}
+         "Out": '".profile"', "UserLog": '"/tmp/events"', "PreCmd": '"/bin/sh"', "ToolDaemonCmd": '"/bin/sh"'}
 
 
 @pytest.mark.parametrize("attr,value", EDITS.items(), ids=EDITS.keys())

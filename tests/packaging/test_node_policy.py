@@ -40,11 +40,9 @@ def node_param(tmp_path: Path, name: str, extra: str = "", files: list[str] = NO
 
 
 def starts(start: str, job: dict) -> bool:
-    """Whether a machine whose START is START would start JOB (START evaluated with TARGET = the job).
-    The startd looks up in TARGET a name without scope that MY lacks; classad2 does not, so the job's
-    attributes are in the test's machine ad too (a real machine ad has none of them)."""
+    """Whether a machine whose START is START would start JOB (START evaluated with TARGET = the job)."""
     import classad2
-    machine = classad2.ClassAd({**job, "Requirements": classad2.ExprTree(start)})
+    machine = classad2.ClassAd({"Requirements": classad2.ExprTree(start)})
     return classad2.ClassAd({**job, "Requirements": True}).matches(machine)
 
 
@@ -54,7 +52,8 @@ def instance_job(user: str = f"condor-cloud@{DOMAIN}", **changes) -> dict:
     desc = instance_description(image_id="tiny.img", memory_mib=256, cpus=1, mac="52:54:00:00:00:01",
                                 wrapper=WRAPPER, logs="/var/lib/condor-cloud/logs", lease=1200)
     ad = {"Cmd": desc["executable"], "HookKeyword": desc["My.HookKeyword"].strip('"'), "User": user,
-          "Owner": user.split("@")[0], "JobUniverse": 5, "TransferExecutable": False, "Arguments": "",
+          "Owner": user.split("@")[0], "JobUniverse": 5, "TransferExecutable": False, "ShouldTransferFiles": "YES",
+          "Arguments": "",
           "Environment": "", "In": "/dev/null", "Iwd": desc["initialdir"], "ClusterId": 7, "ProcId": 0,
           "Out": "7.0.console", "Err": "7.0.wrapper.log"}
     assert desc["output"] == "$(ClusterId).$(ProcId).console" and desc["error"] == "$(ClusterId).$(ProcId).wrapper.log"
@@ -69,11 +68,25 @@ RUNS_OTHER_CODE = [{"Cmd": "/bin/sh"}, {"HookKeyword": None}, {"JobUniverse": 12
                    {"Env": "LD_PRELOAD=/tmp/x.so"}, {"TransferInput": "/tmp/sitecustomize.py"},
                    {"TransferPlugins": "evil=/tmp/plugin"}, {"PreCmd": "/bin/sh"}, {"PostCmd": "/bin/sh"},
                    {"TransferExecutable": True}, {"WantContainer": True}, {"ContainerImage": "docker://x"},
-                   {"DockerImage": "x"}, {"SingularityImage": "/tmp/x.sif"}]
+                   {"DockerImage": "x"}, {"SingularityImage": "/tmp/x.sif"},
+                   {"ToolDaemonCmd": "/bin/sh", "ToolDaemonArgs": "-c id"}, {"ToolDaemonArguments": "-c id"},
+                   {"PublicInputFiles": "/tmp/evil", "ToolDaemonCmd": "evil"}, {"x509userproxy": "/tmp/evil"},
+                   {"ShouldTransferFiles": "NO", "ToolDaemonCmd": "/bin/sh"},
+                   {"ToolDaemonInput": "/tmp/in"}, {"ToolDaemonOutput": "/tmp/out"}, {"ToolDaemonError": "/tmp/err"},
+                   {"RemoteIwd": "/tmp"}, {"UseParrot": True}, {"RequestedChroot": "/tmp"},
+                   # the owner is the account a job runs as: a User the schedd takes for the same
+                   # user but spelled otherwise must not pass for another's job
+                   {"User": "condor-cloud", "Cmd": "/bin/sh"},
+                   {"User": f"condor-cloud@{DOMAIN.upper()}", "Cmd": "/bin/sh"}]
 WRITES_OTHER_FILES = [{"Iwd": "/var/lib/condor-cloud/home"}, {"Out": "../home/.ssh/authorized_keys"},
                       {"Err": "/var/lib/condor-cloud/home/.profile"}, {"UserLog": "/tmp/log"},
                       {"DAGManNodesLog": "/tmp/log"}, {"In": "/etc/condor-cloud/api-credentials"},
-                      {"TransferOutput": "x"}, {"TransferOutputRemaps": "x=/tmp/x"}]
+                      {"TransferOutput": "x"}, {"TransferOutputRemaps": "x=/tmp/x"},
+                      {"WantFTOnCheckpoint": True, "SuccessCheckpointExitCode": 5,
+                       "CheckpointDestination": "file:///var/lib/condor-cloud/.profile#"},
+                      {"TransferCheckpoint": "x"}, {"OutputDestination": "file:///tmp/"},
+                      {"ManifestDir": "/tmp/manifest"}, {"ManifestDesired": True},
+                      {"JobStarterDebug": True}, {"JobStarterLog": "/tmp/starter.log"}]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +106,9 @@ def submit_requirement(tmp_path_factory) -> str:
 
 
 def accepts(requirement: str, job: dict) -> bool:
+    """Whether the schedd takes JOB: it evaluates REQUIREMENT with MY = its own ad, TARGET = the job."""
     import classad2
-    return classad2.ClassAd({**job, "Requirement": classad2.ExprTree(requirement)}).eval("Requirement") is True
+    return classad2.ExprTree(requirement).eval(classad2.ClassAd({"MyType": "Scheduler"}), classad2.ClassAd(job)) is True
 
 
 def test_a_node_starts_instances_the_instances_user_queued(start):
@@ -145,7 +159,7 @@ def test_the_master_queues_other_users_jobs_as_they_are(submit_requirement):
 
 def test_nobody_but_root_and_condor_edits_what_a_job_runs_or_writes_once_queued(tmp_path):
     protected = set(node_param(tmp_path, "PROTECTED_JOB_ATTRS", files=MASTER_FILES).split())
-    changed = {k for change in RUNS_OTHER_CODE + WRITES_OTHER_FILES for k in change}
+    changed = {k for change in RUNS_OTHER_CODE + WRITES_OTHER_FILES for k in change} - {"User"}
     assert changed <= protected
 
 
