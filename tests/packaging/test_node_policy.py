@@ -74,6 +74,13 @@ RUNS_OTHER_CODE = [{"Cmd": "/bin/sh"}, {"HookKeyword": None}, {"JobUniverse": 12
                    {"ShouldTransferFiles": "NO", "ToolDaemonCmd": "/bin/sh"},
                    {"ToolDaemonInput": "/tmp/in"}, {"ToolDaemonOutput": "/tmp/out"}, {"ToolDaemonError": "/tmp/err"},
                    {"RemoteIwd": "/tmp"}, {"UseParrot": True}, {"RequestedChroot": "/tmp"},
+                   {"WantSIF": True}, {"WantSandboxImage": True}, {"WantDockerImage": True},
+                   {"TransferInputRemaps": "x=/var/lib/condor-cloud/instances/x"}, {"OrigCmd": "/tmp/evil"},
+                   {"CommonInputFiles": "/tmp/evil"}, {"CommonInputCatalogs": "x"},
+                   {"TransferQueueInputList": "X"}, {"DataReuseManifestSHA256": "/tmp/manifest"},
+                   {"StageInStart": 1}, {"StarterUserLog": "../../x"}, {"PrimaryUnixGroup": "libvirt"},
+                   {"RunAsOwner": False}, {"OAuthServicesNeeded": "x"}, {"SendCredential": True},
+                   {"StarterWaitForDebug": True},
                    # the owner is the account a job runs as: a User the schedd takes for the same
                    # user but spelled otherwise must not pass for another's job
                    {"User": "condor-cloud", "Cmd": "/bin/sh"},
@@ -86,7 +93,9 @@ WRITES_OTHER_FILES = [{"Iwd": "/var/lib/condor-cloud/home"}, {"Out": "../home/.s
                        "CheckpointDestination": "file:///var/lib/condor-cloud/.profile#"},
                       {"TransferCheckpoint": "x"}, {"OutputDestination": "file:///tmp/"},
                       {"ManifestDir": "/tmp/manifest"}, {"ManifestDesired": True},
-                      {"JobStarterDebug": True}, {"JobStarterLog": "/tmp/starter.log"}]
+                      {"JobStarterDebug": True}, {"JobStarterLog": "/tmp/starter.log"},
+                      {"OutputDirectory": "/var/lib/condor-cloud"}, {"SpooledOutputFiles": "/etc/x"},
+                      {"FailureFiles": "/etc/x"}, {"NotifyUser": "-x@example"}, {"EmailAttributes": "x"}]
 
 
 @pytest.fixture(scope="module")
