@@ -129,16 +129,18 @@ class Testbed:
         return int((self.state / "hosts" / name / "keeper.pid").read_text())
 
     def pids(self, name: str, program: str) -> list[int]:
-        """PIDs of the processes named PROGRAM that run on host NAME (in its network namespace)."""
+        """PIDs of the processes named PROGRAM that run on host NAME (in its network namespace), less
+        the children of one of them (a daemon's forked workers: the schedd forks to answer queries)."""
         netns = os.stat(f"/proc/{self.keeper_pid(name)}/ns/net").st_ino
-        found = []
+        found = {}
         for proc in Path("/proc").iterdir():
             try:
                 if (proc / "comm").read_text().strip() == program and os.stat(proc / "ns/net").st_ino == netns:
-                    found.append(int(proc.name))
-            except (OSError, ValueError):
+                    status = (proc / "status").read_text()
+                    found[int(proc.name)] = int(status.split("\nPPid:")[1].split()[0])
+            except (OSError, ValueError, IndexError):
                 continue
-        return found
+        return [pid for pid, parent in found.items() if parent not in found]
 
     def daemons(self, name: str) -> list[int]:
         """PIDs of host NAME's condor_master (by its pidfile) and everything under it, parents first."""

@@ -174,8 +174,8 @@ def test_nobody_but_root_and_condor_edits_what_a_job_runs_or_writes_once_queued(
 
 def test_no_shell_into_an_instance_s_job(tmp_path):
     """The starters refuse condor_ssh_to_job, on nodes and on the master."""
-    assert node_param(tmp_path, "ENABLE_SSH_TO_JOB", files=MASTER_FILES).strip().lower() == "false"
-    assert node_param(tmp_path, "ENABLE_SSH_TO_JOB").strip().lower() == "false"
+    assert str(node_param(tmp_path, "ENABLE_SSH_TO_JOB", files=MASTER_FILES)).lower() == "false"
+    assert str(node_param(tmp_path, "ENABLE_SSH_TO_JOB")).lower() == "false"
 
 
 def test_instances_are_never_suspended_or_preempted(tmp_path):
