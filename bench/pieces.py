@@ -13,18 +13,8 @@ from typing import Any
 import classad2
 
 from condor_cloud import jobattrs as A
-from condor_cloud.settings import Settings
-from condor_cloud.submit import instance_description, new_mac
 
 Rows = list[tuple[str, float]]
-
-def instance_job(image: str = "tiny.img", memory_mib: int = 512, mac: str = "", held: bool = False) -> dict[str, str]:
-    """An instance job's submit commands as the API makes them (the master's paths: queue it there)."""
-    settings = Settings()
-    desc = instance_description(image_id=image, memory_mib=memory_mib, cpus=1, mac=mac or new_mac(),
-                                wrapper=settings.wrapper, logs=str(settings.logs), lease=1200)
-    return desc | {"hold": "true"} if held else desc
-
 
 # Every synthetic machine ad carries this, so the bench finds (and invalidates) exactly its own.
 MARKER = "CondorCloudBenchAd"

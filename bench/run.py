@@ -25,7 +25,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 import pieces  # noqa: E402  (bench/pieces.py)
 import scale  # noqa: E402  (bench/scale.py)
 
-from cloud import guest_page, undefined  # noqa: E402
+from cloud import guest_page, instance_job, undefined  # noqa: E402
 from condor_cloud.network import StaticAddress, address_pool  # noqa: E402
 from condor_cloud.node.addresses import lease_file  # noqa: E402
 from condor_cloud.node.domain import instance_domain  # noqa: E402
@@ -353,7 +353,7 @@ def address_delays(tb: Testbed, api: requests.Session) -> dict[str, float]:
         time.sleep(POLL)
     destroy(api, [iid])
     mac = new_mac()
-    cluster = tb.submit_as("condor-cloud", pieces.instance_job(memory_mib=256, mac=mac))
+    cluster = tb.submit_as("condor-cloud", instance_job(memory_mib=256, mac=mac))
     schedd.reschedule()
     try:
         _, leased = until(lambda: mac in (tb.state / "dhcp" / "dnsmasq.leases").read_text())

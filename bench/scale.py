@@ -19,6 +19,7 @@ import pieces
 import psutil
 import requests
 
+from cloud import instance_job
 from harness import Testbed, submit_text
 
 RUN = Path(__file__).resolve().parent.parent / "testbed" / "run"
@@ -112,7 +113,7 @@ def per_instance_overhead(tb: Testbed, launch: Callable[[], str], running: Calla
 def submit_held(tb: Testbed, count: int, more_requirements: str = "") -> int:
     """COUNT held instance jobs in one transaction (no VM runs): their cluster. MORE_REQUIREMENTS
     is appended to the instances' own."""
-    desc = pieces.instance_job(held=True)
+    desc = instance_job(memory_mib=512, held=True)
     desc["requirements"] += more_requirements
     return tb.submit_as("condor-cloud", desc, count)
 
@@ -224,7 +225,7 @@ def create_throughput(tb: Testbed, api: requests.Session, schedd: Any, total: in
             list(pool.map(create, range(total)))
         api_rate = total / (time.perf_counter() - t0)
         made = schedd.query(f"ClusterId > {last}", ["ClusterId"])
-        desc = pieces.instance_job(image, held=True)
+        desc = instance_job(image, memory_mib=512, held=True)
         submit_file = "/tmp/bench-peer.sub"
         tb.path(master, submit_file).write_text(submit_text(desc))
         loop = f"for i in $(seq {peer}); do condor_submit -terse {submit_file} >/dev/null || exit 1; done"

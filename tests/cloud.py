@@ -18,10 +18,19 @@ from condor_cloud.settings import Settings
 from condor_cloud.submit import instance_description, new_mac
 from harness import Testbed, wait_for
 
-WRAPPER = "/usr/libexec/condor-cloud/vm-wrapper"
 INSTANCES = "/var/lib/condor-cloud/instances"
 CACHE = "/var/lib/condor-cloud/local_cache"
 HELD, RUNNING, REMOVED = 5, 2, 3
+
+
+def instance_job(image: str = "tiny.img", memory_mib: int = 256, mac: str = "", lease: int = 1200,
+                 held: bool = False) -> dict[str, str]:
+    """An instance job's submit commands as the queue service makes them, with the master's paths
+    (queue it there, as condor-cloud)."""
+    settings = Settings()
+    desc = instance_description(image_id=image, memory_mib=memory_mib, cpus=1, mac=mac or new_mac(),
+                                wrapper=settings.wrapper, logs=str(settings.logs), lease=lease)
+    return desc | {"hold": "true"} if held else desc
 
 
 class InstanceHandle:
@@ -110,8 +119,7 @@ class Instances:
                lease: int = 1200, count: int = 1) -> InstanceHandle:
         """An instance; or COUNT alike ones in one cluster (sharing one MAC: for instances that
         never run), whose handle is the first's."""
-        desc = instance_description(image_id=image, memory_mib=memory, cpus=1, mac=new_mac(), wrapper=WRAPPER,
-                                    logs=str(Settings().logs), lease=lease)
+        desc = instance_job(image, memory, lease=lease)
         requirements = desc["requirements"]
         if on_host:
             desc["requirements"] += f' && TARGET.Machine == "{self.testbed.fqdn(on_host)}"'

@@ -6,55 +6,64 @@ answers (Instance, Image, Node) into their own representations.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import fcntl
 import logging
-import re
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import htcondor2
 
 from condor_cloud import jobattrs as A
 from condor_cloud.classads import literal
+from condor_cloud.condor import condor_call
 from condor_cloud.errors import (
     Busy,
-    CloudError,
     ImageError,
     NotAllowed,
     NotFound,
     OutcomeUnknown,
     ParameterError,
-    Refused,
     Unavailable,
 )
 from condor_cloud.images import Image, ImageFacts, find_image, image_facts, list_images
 from condor_cloud.keys import KeyStore
-from condor_cloud.network import StaticAddress, address_pool
 from condor_cloud.placement import why_pending
 from condor_cloud.profiles import HardwareProfile
+from condor_cloud.queue_writer import (
+    CLOUD_JOBS,
+    CONSOLE_BYTES,
+    CREATE_PARAMS,
+    REALMS,
+    QueueWriter,
+    check_name,
+    instance_request,
+    job_constraint,
+)
 from condor_cloud.settings import Settings
-from condor_cloud.statefiles import open_shared
-from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPING, allowed_actions, instance_state
-from condor_cloud.submit import instance_description, new_mac, user_attributes
+from condor_cloud.states import ERROR, PENDING, RUNNING, STOPPING, allowed_actions, instance_state
 
 log = logging.getLogger("condor-cloud")
-REALMS = ("default",)
 PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "JobCurrentStartDate", "HoldReason",
               "HoldReasonCode", "HoldReasonSubCode",
               A.OWNER, A.IMAGE, A.NAME, A.MAC, A.HARDWARE_PROFILE, A.REALM, A.MEMORY, A.CPUS,
               A.VM_STATE, A.ADDRESSES, A.REQUEST, A.DISK_NODE, A.DOMAIN, A.ERROR, A.KEY_NAME,
               A.RESERVATION, A.CLIENT_TOKEN, "EnteredCurrentStatus", "RemoteHost"]
-CONSOLE_BYTES = 100 * 1024
-CLIENT_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,72}")
-CLOUD_JOBS = f"{A.IMAGE} =!= undefined && HookKeyword =?= \"{A.HOOK_KEYWORD}\""
+
+
+class Writer(Protocol):
+    """The queue's changes (QueueWriter's interface): made directly, or by the queue service."""
+
+    def create(self, params: Mapping[str, str], *, owner: str, public_key: str = "",
+               admin: bool = False) -> dict[str, Any]: ...
+    def rename(self, iid: str, name: str) -> None: ...
+    def request(self, iid: str, serial: int, action: str) -> None: ...
+    def start(self, iid: str, serial: int, node: str) -> None: ...
+    def destroy(self, iid: str) -> None: ...
+    def console(self, iid: str, max_bytes: int = CONSOLE_BYTES) -> str: ...
 
 
 def _text(ad: Mapping[str, Any], attr: str) -> str:
@@ -204,35 +213,25 @@ class Node:
     total_memory_mib: int = 0
 
 
-INSTANCE_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
-
-
-def _job_constraint(iid: str) -> str:
-    match = INSTANCE_ID.fullmatch(iid)
-    if not match:
-        raise NotFound(f"no instance {iid!r}; an instance id is CLUSTER.PROC, as listed in /api/instances")
-    return f"ClusterId == {int(match[1])} && ProcId == {int(match[2])}"
-
-
 class Cloud:
     """Images from shared_images, instances from the schedd (queried with a projection,
     and shared for a second between concurrent requests, as HTCondor asks of its tools).
 
     SCHEDD_FACTORY and COLLECTOR_FACTORY return objects with the bindings' Schedd and
     Collector interfaces (condor.LocatedSchedd, the API's pooled ones, or a test's fake);
-    the schedd object does its own locating and retrying."""
+    the schedd object does its own locating and retrying. WRITER makes the changes (by
+    default directly, with the same schedd; the API's asks the queue service)."""
 
     def __init__(self, settings: Settings, profiles: dict[str, HardwareProfile],
                  schedd_factory: Callable[[], Any], collector_factory: Callable[[], Any] = htcondor2.Collector,
-                 ttl: float = 1.0):
+                 ttl: float = 1.0, writer: Writer | None = None):
         self.settings, self.profiles = settings, profiles
         self._schedd_factory, self._collector_factory = schedd_factory, collector_factory
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict[str, Any]]] | None = None
         self.keys = KeyStore(settings.state / "keys.sqlite")
-        self.pool = address_pool(settings.address_pool, settings.gateway, settings.nameservers)
-        self._assigning = threading.Lock()
+        self.writer: Writer = writer or QueueWriter(settings, profiles, schedd_factory)
         self._creating_lock = threading.Lock()
         self._creating: set[tuple[str, str]] = set()  # (owner, client token) of creates under way
         self._nodes_lock = threading.Lock()
@@ -240,12 +239,7 @@ class Cloud:
 
     # -- condor ---------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        try:
-            return fn(self._schedd_factory())
-        except CloudError:
-            raise
-        except Exception as e:  # the bindings raise HTCondorException and others
-            raise Unavailable(f"HTCondor could not {what}: {e}") from None
+        return condor_call(what, self._schedd_factory, fn)
 
     def _jobs(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -272,48 +266,6 @@ class Cloud:
 
     def facts(self, image: Image) -> ImageFacts:
         return image_facts(self.settings.shared_images, image)
-
-    @contextmanager
-    def _one_create_at_a_time(self) -> Iterator[None]:
-        """Held from counting the user's instances and choosing an address to submitting the
-        instance, by every process of this master (the API's threads, the command line), so
-        no two instances get one address and no user passes their limit. Waited for at most
-        twice the API's timeout (a create before it may be waiting for a stopped schedd)."""
-        busy = Busy("another create is still waiting for HTCondor; try again in a few seconds")
-        patience = 2 * self.settings.api_condor_timeout
-        deadline = time.monotonic() + patience
-        if not self._assigning.acquire(timeout=patience):
-            raise busy
-        try:
-            path = self.settings.state / "addresses.lock"
-            try:
-                self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-                # Read-only is enough to lock: the API's user and the command line's share it.
-                fd = open_shared(path, 0o644)
-            except OSError as e:
-                raise CloudError(f"cannot open {path}: {e.strerror}; {self.settings.state} must be the API's "
-                                 "user's and writable by group condor-cloud (mode 2770)") from None
-            with open(fd) as lock:
-                while True:
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise busy from None
-                        time.sleep(0.05)
-                yield
-        finally:
-            self._assigning.release()
-
-    def _free_address(self, in_use: list[dict[str, Any]]) -> StaticAddress:
-        taken = {str(ad.get(A.ASSIGNED_ADDRESS)).partition("/")[0] for ad in in_use}
-        assert self.pool is not None  # only asked for with a pool
-        address = self.pool.choose(taken)
-        if address is None:
-            raise Unavailable(f"every address of CONDOR_CLOUD_ADDRESS_POOL ({self.settings.address_pool}) "
-                              "is held by an instance in the queue; destroy instances or enlarge the pool")
-        return address
 
     # -- nodes ----------------------------------------------------------------------
     def nodes(self) -> list[Node]:
@@ -358,8 +310,8 @@ class Cloud:
 
     def instance(self, iid: str, user: User) -> Instance:
         """Instance IID; NotFound also when USER may not see it (its id says nothing)."""
-        constraint = _job_constraint(iid)
-        ads = self._call("look up the instance", lambda s: s.query(f"({constraint}) && {CLOUD_JOBS}", PROJECTION))
+        constraint = job_constraint(iid)
+        ads = self._call("look up the instance", lambda s: s.query(constraint, PROJECTION))
         found = [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
         if not found:
             raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
@@ -377,98 +329,41 @@ class Cloud:
         return [i for i in (Instance(dict(ad)) for ad in ads) if user.sees(i)]
 
     def console(self, iid: str, user: User, max_bytes: int = CONSOLE_BYTES) -> str:
-        """The end of a running instance's serial console (read through condor_tail)."""
+        """The end of a running instance's serial console."""
         self.instance(iid, user)  # a clear error for an unknown id
-        try:
-            done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid],
-                                  capture_output=True, text=True,
-                                  timeout=self.settings.api_condor_timeout)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise Unavailable(f"cannot read the console of {iid}: condor_tail: {e}") from None
-        if done.returncode != 0:
-            raise Unavailable(f"cannot read the console of {iid} (is it running?): "
-                              f"{done.stderr.strip() or done.stdout.strip()}")
-        return done.stdout
+        return self.writer.console(iid, max_bytes)
 
     def create(self, params: Mapping[str, str], owner: str, admin: bool = False) -> Instance:
-        """Submit one instance: every attribute, the user's too, in the one submit transaction,
-        so no instance ever runs half-described, and a failed submit leaves nothing behind.
-
-        ADMIN: the creator is an admin (no instance limit). The job ad keeps the create's
-        client token (the client's client_token, else a new one): a create with the token of
-        one of the owner's instances answers that instance, so a client that retries after an
-        answer it never got makes one instance, not two."""
-        token = params.get("client_token") or new_client_token()
-        if not CLIENT_TOKEN.fullmatch(token):
-            raise ParameterError("client_token is 1 to 72 of the characters A-Z a-z 0-9 . _ : -")
-        if not params.get("image_id"):
-            raise ParameterError("image_id is required: the id of an image from /api/images")
-        try:
-            image = find_image(self.settings.shared_images, params["image_id"])
-        except ImageError as e:
-            raise ParameterError(str(e)) from None
-        facts = self.facts(image)
-        hwp_id = params.get("hwp_id") or next(iter(self.profiles))
-        if hwp_id not in self.profiles:
-            raise ParameterError(f"hwp_id {hwp_id!r} is not a hardware profile; "
-                                 f"use one of {', '.join(self.profiles)}")
-        profile = self.profiles[hwp_id]
-        memory = profile.memory.accept(params.get("hwp_memory"))
-        cpus = profile.cpu.accept(params.get("hwp_cpu"))
-        if memory < facts.min_memory_mib:
-            raise ParameterError(f"image {image.id} needs at least {facts.min_memory_mib} MiB of memory; "
-                                 f"pick a larger hardware profile or hwp_memory")
-        realm = params.get("realm_id") or REALMS[0]
-        if realm not in REALMS:
-            raise ParameterError(f"realm_id {realm!r} is not a realm; use one of {', '.join(REALMS)}")
-        user_data = check_user_data(params.get("user_data") or "", self.settings.user_data_limit)
-        name = params.get("name") or ""
-        if len(name) > 256:
-            raise ParameterError("name is longer than 256 characters")
+        """Queue one instance (QueueWriter.create). ADMIN: the creator is an admin (no instance
+        limit). The job ad keeps the create's client token (the client's client_token, else a new
+        one): a create with the token of one of the owner's instances answers that instance, so a
+        client that retries after an answer it never got makes one instance, not two."""
+        retry = bool(params.get("client_token"))
+        params = {k: v for k, v in params.items() if k in CREATE_PARAMS} | {
+            "client_token": params.get("client_token") or new_client_token()}
+        token = params["client_token"]
         keyname = params.get("keyname") or ""
         try:
             public_key = self.keys.get(owner, keyname).public_key if keyname else ""
         except NotFound:
             raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
                                  "at /api/keys") from None
-        typed = user_attributes(name=name, owner=owner, user_data=user_data, keyname=keyname,
-                                public_key=public_key, reservation=params.get("reservation") or "") | {
-            f"My.{A.CLIENT_TOKEN}": literal(token)}
-        # Images known not to run cloud-init cannot take a static address: they use DHCP.
-        static = self.pool is not None and facts.cloud_init is not False
+        # Checked here for a clear answer before the queue is asked, and again by the writer.
+        instance_request(params, owner=owner, public_key=public_key, settings=self.settings, profiles=self.profiles)
         with self._create_under_way(owner, token):
-            if params.get("client_token"):
+            if retry:
                 found = self._with_token(owner, token)  # when the queue cannot say, nothing is made
                 if found:
                     log.info("a create with the client token of %s answers it", found.id)
                     return found
-            with self._one_create_at_a_time():
-                self._check_limit(owner, admin)
-                # Only the two attributes every instance must not share: with many queued
-                # instances, reading whole ads here would bound the rate of creates.
-                in_use = [dict(ad) for ad in self._call(
-                    "list the MAC and pool addresses in use",
-                    lambda s: s.query(CLOUD_JOBS, [A.MAC, A.ASSIGNED_ADDRESS]))]
-                mac = new_mac({_text(ad, A.MAC) for ad in in_use})
-                network = self._free_address(in_use) if static else None
-                desc = instance_description(image_id=image.id, memory_mib=memory, cpus=cpus, mac=mac,
-                                            wrapper=self.settings.wrapper, logs=str(self.settings.logs),
-                                            lease=self.settings.job_lease, hardware_profile=hwp_id, realm=realm,
-                                            network=network) | typed
-                try:
-                    cluster = self._call("submit the instance",
-                                         lambda s: s.submit(htcondor2.Submit(desc)).cluster())
-                except Unavailable as e:
-                    return self._unconfirmed(owner, token, e)
-                finally:
-                    self._changed()
+            try:
+                submitted = Instance(self.writer.create(params, owner=owner, public_key=public_key, admin=admin))
+            except Unavailable as e:
+                return self._unconfirmed(owner, token, e)
+            finally:
+                self._changed()
         # The instance exists: from here on a slow schedd may not turn the answer into an error.
-        submitted = Instance({"ClusterId": cluster, "ProcId": 0, "JobStatus": htcondor2.JobStatus.IDLE,
-                              "QDate": int(time.time()), A.OWNER: owner, A.NAME: name, A.IMAGE: image.id,
-                              A.HARDWARE_PROFILE: hwp_id, A.REALM: realm, A.MEMORY: memory, A.CPUS: cpus,
-                              A.MAC: mac, A.KEY_NAME: keyname})
         try:
-            self._call("reschedule", lambda s: s.reschedule())  # a negotiation cycle now, not at the next interval
             return self.instance(submitted.id, User(owner))
         except Unavailable as e:
             log.warning("instance %s was made, but HTCondor did not answer after: %s", submitted.id, e)
@@ -476,11 +371,9 @@ class Cloud:
 
     def rename(self, iid: str, name: str, user: User) -> Instance:
         """Give instance IID the name NAME (checked as a create checks it)."""
-        instance = self.instance(iid, user)
-        if len(name) > 256:
-            raise ParameterError("name is longer than 256 characters")
-        user_attributes(name=name, owner=instance.owner)
-        self._call("rename the instance", lambda s: s.edit(_job_constraint(iid), A.NAME, literal(name)))
+        self.instance(iid, user)
+        check_name(name)
+        self.writer.rename(iid, name)
         self._changed()
         return self.instance(iid, user)
 
@@ -520,45 +413,21 @@ class Cloud:
             with self._creating_lock:
                 self._creating.discard((owner, token))
 
-    def _check_limit(self, owner: str, admin: bool) -> None:
-        limit = self.settings.user_instance_limit
-        if admin or not limit:
-            return
-        ads = self._call("count your instances",
-                         lambda s: s.query(f"({CLOUD_JOBS}) && {A.OWNER} == {literal(owner)}", PROJECTION))
-        # ClassAd's == ignores case: the owner is compared again, exactly.
-        held = sum(1 for i in (Instance(dict(ad)) for ad in ads) if i.owner == owner and i.state != FINISH)
-        if held >= limit:
-            raise Refused(f"you have {held} instances, the most a user may have "
-                          f"(CONDOR_CLOUD_USER_INSTANCE_LIMIT = {limit}); destroy one first, or ask an admin")
-
     def act(self, iid: str, action: str, user: User) -> Instance | None:
         """Carry out ACTION (stop, start, reboot, destroy); the instance after it, None once destroyed."""
         instance = self.instance(iid, user)
         if action not in instance.actions:
             raise NotAllowed(f"instance {iid} is {instance.state}: {action} is not allowed "
                              f"(allowed: {', '.join(instance.actions) or 'nothing'})")
-        constraint = _job_constraint(iid)
         if action == "destroy":
-            self._call("remove the instance", lambda s: s.act(htcondor2.JobAction.Remove, constraint,
-                                                              reason=("Destroyed through the API", 0)))
+            self.writer.destroy(iid)
             self._changed()
             return None
         serial, _ = instance.request
         if action == "start":
-            def start(s: Any) -> None:  # the stop request is done: keep its serial, drop its action
-                s.edit(constraint, A.REQUEST, literal(A.request_value(serial, "")))
-                for attr in (A.VM_STATE, A.ADDRESSES):  # the last run's, until the wrapper reports
-                    s.edit(constraint, attr, literal(None))
-                if instance.node:  # its disk is kept there: it starts there
-                    s.edit(constraint, A.PINNED_NODE, literal(instance.node))
-                s.act(htcondor2.JobAction.Release, constraint)
-                s.reschedule()
-            self._call("start the instance", start)
+            self.writer.start(iid, serial, instance.node)
         else:  # stop, reboot: a request the node's wrapper carries out
-            value = literal(A.request_value(serial + 1, action))
-            self._call(f"{action} the instance", lambda s: s.edit(
-                constraint, A.REQUEST, value, flags=htcondor2.TransactionFlag.SetDirty))
+            self.writer.request(iid, serial + 1, action)
         self._changed()
         return self.instance(iid, user)
 
@@ -572,15 +441,3 @@ def unconfirmed_create(why: str, token: str) -> OutcomeUnknown:
     return OutcomeUnknown(f"{why}; whether the instance was made is unknown. Retry with client_token={token} "
                           "(a retry of the console's form does): it answers the instance if it was made, and "
                           "makes it once if not", token)
-
-
-def check_user_data(text: str, limit: int) -> str:
-    """TEXT as one line of base64 (line breaks, as base64 tools write them, removed)."""
-    text = "".join(text.split())
-    if len(text) > limit:
-        raise ParameterError(f"user_data is {len(text)} base64 characters; the limit is {limit}")
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ParameterError("user_data must be base64 encoded") from None
-    return text

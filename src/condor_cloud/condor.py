@@ -21,7 +21,7 @@ from typing import Any
 
 import htcondor2
 
-from condor_cloud.errors import Unavailable
+from condor_cloud.errors import CloudError, Unavailable
 
 log = logging.getLogger("condor-cloud")
 
@@ -35,6 +35,17 @@ def authenticate_with_tokens(directory: Path) -> None:
     os.environ["_CONDOR_SEC_TOKEN_DIRECTORY"] = str(directory)
     os.environ["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] = "IDTOKENS"
     htcondor2.reload_config()
+
+
+def condor_call(what: str, schedd_factory: Callable[[], Any], fn: Callable[[Any], Any]) -> Any:
+    """FN called with the schedd SCHEDD_FACTORY returns; a failure of HTCondor's is Unavailable,
+    saying it could not do WHAT."""
+    try:
+        return fn(schedd_factory())
+    except CloudError:
+        raise
+    except Exception as e:  # the bindings raise HTCondorException and others
+        raise Unavailable(f"HTCondor could not {what}: {e}") from None
 
 
 class LocatedSchedd:

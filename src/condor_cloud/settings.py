@@ -56,11 +56,14 @@ class Settings:
     wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
     # Instances' console and wrapper logs, on the master.
     logs: Path = Path("/var/lib/condor-cloud/logs")
+    # The queue service's socket: the API asks it for every change to the queue
+    # (it holds a READ-only token itself).
+    queue_socket: Path = Path("/run/condor-cloud/queue.sock")
     api_address: str = "127.0.0.1"
     api_port: int = 3002
     # The API authenticates to HTCondor with the token in this directory only
-    # (the API's user's alone, mode 0700): one for the instances' user, so the
-    # instances it queues run as that user (condor-cloud setup master makes it).
+    # (the API's user's alone, mode 0700): one limited to READ (condor-cloud
+    # setup master makes it); it changes the queue through the queue service.
     api_tokens: Path = Path("/etc/condor-cloud/tokens.d")
     # "NAME:PASSWORD [admin]" lines; must be readable by the API's user only.
     api_credentials: Path = Path("/etc/condor-cloud/api-credentials")

@@ -35,7 +35,7 @@ DAEMON_TOKEN = "/etc/condor/tokens.d/condor"
 CONDOR_USER = "condor"
 RECONCILER_TOKEN = "queue-reader"
 RECONCILER_IDENTITY = "condor-cloud-reconciler"
-# The API's token (CONDOR_CLOUD_API_TOKENS): it acts as the instances' user.
+# The API's token (CONDOR_CLOUD_API_TOKENS): it reads the queue as the instances' user.
 API_TOKEN = INSTANCE_USER
 SITE_CONFIG = "/etc/condor/config.d/25-condor-cloud-site.conf"
 NODE_CONFIG = "/etc/condor/config.d/20-condor-cloud-node.conf"
@@ -225,11 +225,11 @@ def reconciler_credential(m: Machine, settings: Settings, uid_domain: str, new_k
 
 
 def api_token(m: Machine, settings: Settings, uid_domain: str, new_key: bool) -> Outcome:
-    """The token the API queues, reads and changes instances with: the instances' user's
-    identity (so instances run as that user on the nodes, where it may use libvirt), limited
-    to READ and WRITE, readable by the API's user alone (who is not in group libvirt)."""
+    """The token the API reads the queue and the pool with: limited to READ (every change is
+    the queue service's, which runs as the instances' user), readable by the API's user alone.
+    One left by an earlier version with WRITE too is made again."""
     return _user_token(m, "API token", settings.api_tokens / API_TOKEN, f"{INSTANCE_USER}@{uid_domain}",
-                       ("READ", "WRITE"), API_USER, new_key,
+                       ("READ",), API_USER, new_key,
                        "install the condor-cloud package (it creates the user)")
 
 

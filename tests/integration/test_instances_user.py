@@ -1,21 +1,23 @@
-"""The instances' user (condor-cloud) runs instances and nothing else, even for whoever holds the
-API's token: the master's schedd refuses any other job of that user and any edit of what a queued
-job runs or writes, and no shell reaches an instance's job. The rules themselves, against every
-attribute they cover, are in tests/packaging/test_node_policy.py; here the real schedd applies them
-to jobs submitted with the API's own credential, as a taken-over API would."""
+"""The instances' user (condor-cloud) runs instances and nothing else, and only the queue service
+acts as that user with WRITE access: the API's token reads and nothing more, and the service takes
+narrow requests from the API's user only. Were the service's own account to queue or edit jobs, the
+master's schedd still refuses any other job of that user and any edit of what a queued job runs or
+writes, and no shell reaches an instance's job. The rules themselves, against every attribute they
+cover, are in tests/packaging/test_node_policy.py; here the real schedd and service apply them."""
 from __future__ import annotations
 
 import uuid
 
 import pytest
 
-from cloud import Instances
-from condor_cloud.submit import instance_description
+from cloud import Instances, instance_job
 from harness import Testbed, submit_text
 
 TOKENS = "/etc/condor-cloud/tokens.d"
 AS_THE_API = ["setpriv", "--reuid=condor-cloud-api", "--regid=condor-cloud-api", "--init-groups", "env",
               f"_CONDOR_SEC_TOKEN_DIRECTORY={TOKENS}", "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS"]
+# As the queue service runs: the instances' user on the master, authenticated by FS.
+AS_THE_SERVICE = ["setpriv", "--reuid=condor-cloud", "--regid=condor-cloud", "--init-groups"]
 REFUSED = "may queue only instance jobs"
 
 
@@ -24,12 +26,13 @@ def as_the_api(testbed: Testbed, *cmd: str, stdin: str | None = None):
     return testbed.run("master", *AS_THE_API, *cmd, check=False, input=stdin)
 
 
+def as_the_service(testbed: Testbed, *cmd: str, stdin: str | None = None):
+    return testbed.run("master", *AS_THE_SERVICE, *cmd, check=False, input=stdin)
+
+
 def submit_file(marker: str, **changes: str) -> str:
-    """An instance job as the API submits it, with CHANGES (submit commands), marked with MARKER."""
-    desc = instance_description(image_id="tiny.img", memory_mib=256, cpus=1, mac="52:54:00:00:00:02",
-                                wrapper="/usr/libexec/condor-cloud/vm-wrapper", logs="/var/lib/condor-cloud/logs",
-                                lease=1200)
-    desc |= {"hold": "true", "My.CloudTestMarker": f'"{marker}"'} | changes
+    """An instance job as the queue service submits it, with CHANGES (submit commands), marked with MARKER."""
+    desc = instance_job(held=True) | {"My.CloudTestMarker": f'"{marker}"'} | changes
     return submit_text({k: v for k, v in desc.items() if v})
 
 
@@ -49,38 +52,6 @@ OTHER_JOBS = {
 }
 
 
-@pytest.mark.parametrize("change", OTHER_JOBS.values(), ids=OTHER_JOBS.keys())
-def test_the_api_s_token_queues_no_other_job_of_the_instances_user(testbed: Testbed, schedd, change):
-    marker = uuid.uuid4().hex
-    done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **change))
-    assert done.returncode != 0
-    assert REFUSED in done.stderr
-    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
-
-
-def test_the_api_s_token_queues_no_job_under_another_spelling_of_the_instances_user(testbed: Testbed, schedd):
-    """The schedd takes User = condor-cloud@DOMAIN in capitals for the same user; the rules go by
-    Owner, the account the job runs as."""
-    marker = uuid.uuid4().hex
-    domain = testbed.env["CONDOR_CLOUD_TESTBED_DOMAIN"].upper()
-    forged = {"universe": "local", "executable": "/bin/sh", "My.User": f'"condor-cloud@{domain}"'}
-    done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **forged))
-    assert done.returncode != 0
-    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
-
-
-def test_the_api_s_token_queues_an_instance(testbed: Testbed, schedd):
-    """The same way of submitting, with nothing changed, is accepted: the refusals above are the rules'."""
-    marker = uuid.uuid4().hex
-    done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker))
-    try:
-        assert done.returncode == 0, done.stderr
-        [ad] = schedd.query(f'CloudTestMarker == "{marker}"', ["Owner"])
-        assert ad["Owner"] == "condor-cloud"
-    finally:
-        as_the_api(testbed, "condor_rm", "-constraint", f'CloudTestMarker == "{marker}"')
-
-
 @pytest.fixture(scope="module")
 def queued(instances: Instances):
     """An instance's job (held: its image does not exist)."""
@@ -89,21 +60,116 @@ def queued(instances: Instances):
     return instance
 
 
+# -- the API's token: it reads --------------------------------------------------------------------
+
+def test_the_api_s_token_queues_no_job_not_even_an_instance(testbed: Testbed, schedd):
+    marker = uuid.uuid4().hex
+    done = as_the_api(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker))
+    assert done.returncode != 0
+    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
+
+
+CHANGES = {"rename": ("condor_qedit", "CloudName", '"taken"'),
+           "edit what it runs": ("condor_qedit", "Cmd", '"/bin/sh"'),
+           "release": ("condor_release",), "hold": ("condor_hold",), "remove": ("condor_rm",)}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_the_api_s_token_changes_no_instance(testbed: Testbed, queued, change):
+    before = {k: queued.ad.get(k) for k in ("CloudName", "Cmd", "JobStatus", "HoldReason")}
+    tool, *args = change
+    done = as_the_api(testbed, tool, str(queued.cluster), *args)
+    assert done.returncode != 0
+    assert {k: queued.ad.get(k) for k in before} == before
+
+
+def test_the_api_s_token_reads_the_queue(testbed: Testbed, queued):
+    done = as_the_api(testbed, "condor_q", "-allusers", "-af", "ClusterId", str(queued.cluster))
+    assert done.returncode == 0 and done.stdout.split() == [str(queued.cluster)], done.stderr
+
+
+# -- the queue service: narrow requests, from the API's user only ----------------------------------
+
+def ask_the_service(testbed: Testbed, user: str, call: str):
+    """CALL (on a QueueClient named q) made on the master as USER; what it printed."""
+    script = ("from pathlib import Path\nfrom condor_cloud.queue_service import QueueClient\n"
+              "q = QueueClient(Path('/run/condor-cloud/queue.sock'), 10)\n"
+              f"try:\n    print('answered', {call})\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    return testbed.run("master", "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                       "python3", "-c", script, check=False).stdout
+
+
+def test_the_queue_service_runs_as_the_instances_user(testbed: Testbed):
+    pid = int((testbed.state / "hosts" / "master" / "queue.pid").read_text())
+    uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
+    users = {int(f[2]): f[0] for f in (line.split(":") for line in testbed.path("master", "/etc/passwd")
+                                       .read_text().splitlines())}
+    assert users[uid] == "condor-cloud"
+
+
+def test_the_queue_service_answers_no_other_user(testbed: Testbed, queued):
+    said = ask_the_service(testbed, "tester", f"q.destroy('{queued.id}')")
+    assert said.startswith("Refused"), said
+    assert queued.ad["JobStatus"] == 5
+
+
+def test_the_queue_service_queues_nothing_but_what_a_create_checked(testbed: Testbed, schedd):
+    marker = uuid.uuid4().hex
+    said = ask_the_service(testbed, "condor-cloud-api", "q.create({'image_id': 'tiny.img', 'client_token': "
+                           f"'{marker}', 'executable': '/bin/sh'}}, owner='mallory')")
+    assert said.startswith("ParameterError") and "executable" in said, said
+    assert schedd.query(f'CloudClientToken == "{marker}"', ["ClusterId"]) == []
+
+
+# -- the instances' user itself: the schedd's rules --------------------------------------------------
+
+@pytest.mark.parametrize("change", OTHER_JOBS.values(), ids=OTHER_JOBS.keys())
+def test_the_instances_user_queues_no_other_job(testbed: Testbed, schedd, change):
+    marker = uuid.uuid4().hex
+    done = as_the_service(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **change))
+    assert done.returncode != 0
+    assert REFUSED in done.stderr
+    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
+
+
+def test_the_instances_user_queues_no_job_under_another_spelling_of_itself(testbed: Testbed, schedd):
+    """The schedd takes User = condor-cloud@DOMAIN in capitals for the same user; the rules go by
+    Owner, the account the job runs as."""
+    marker = uuid.uuid4().hex
+    domain = testbed.env["CONDOR_CLOUD_TESTBED_DOMAIN"].upper()
+    forged = {"universe": "local", "executable": "/bin/sh", "My.User": f'"condor-cloud@{domain}"'}
+    done = as_the_service(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker, **forged))
+    assert done.returncode != 0
+    assert schedd.query(f'CloudTestMarker == "{marker}"', ["ClusterId"]) == []
+
+
+def test_the_instances_user_queues_an_instance(testbed: Testbed, schedd):
+    """The same way of submitting, with nothing changed, is accepted: the refusals above are the rules'."""
+    marker = uuid.uuid4().hex
+    done = as_the_service(testbed, "condor_submit", "-terse", "-", stdin=submit_file(marker))
+    try:
+        assert done.returncode == 0, done.stderr
+        [ad] = schedd.query(f'CloudTestMarker == "{marker}"', ["Owner"])
+        assert ad["Owner"] == "condor-cloud"
+    finally:
+        as_the_service(testbed, "condor_rm", "-constraint", f'CloudTestMarker == "{marker}"')
+
+
 EDITS = {"Cmd": '"/bin/sh"', "Environment": '"PYTHONPATH=/tmp"', "Arguments": '"-c id"',
          "TransferInput": '"/etc/hostname"', "JobUniverse": "12", "Iwd": '"/var/lib/condor-cloud/home"',
          "Out": '".profile"', "UserLog": '"/tmp/events"', "PreCmd": '"/bin/sh"', "ToolDaemonCmd": '"/bin/sh"'}
 
 
 @pytest.mark.parametrize("attr,value", EDITS.items(), ids=EDITS.keys())
-def test_the_api_s_token_cannot_change_what_an_instance_runs_or_writes(testbed: Testbed, queued, attr, value):
+def test_the_instances_user_cannot_change_what_an_instance_runs_or_writes(testbed: Testbed, queued, attr, value):
     before = queued.ad.get(attr)
-    done = as_the_api(testbed, "condor_qedit", str(queued.cluster), attr, value)
+    done = as_the_service(testbed, "condor_qedit", str(queued.cluster), attr, value)
     assert done.returncode != 0
     assert queued.ad.get(attr) == before
 
 
-def test_the_api_s_token_still_renames_an_instance(testbed: Testbed, queued):
-    done = as_the_api(testbed, "condor_qedit", str(queued.cluster), "CloudName", '"renamed"')
+def test_the_instances_user_still_renames_an_instance(testbed: Testbed, queued):
+    done = as_the_service(testbed, "condor_qedit", str(queued.cluster), "CloudName", '"renamed"')
     assert done.returncode == 0, done.stderr
     assert queued.ad["CloudName"] == "renamed"
 
@@ -112,6 +178,6 @@ def test_no_shell_reaches_a_running_instance_s_job(testbed: Testbed, instances: 
     """(Every starter also has ENABLE_SSH_TO_JOB = False: packaging/test_node_policy.py.)"""
     instance = instances.submit()
     instance.wait_running()
-    done = as_the_api(testbed, "timeout", "60", "condor_ssh_to_job", instance.id, "id")
+    done = as_the_service(testbed, "timeout", "60", "condor_ssh_to_job", instance.id, "id")
     assert done.returncode != 0
     assert "uid=" not in done.stdout

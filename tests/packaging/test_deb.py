@@ -99,6 +99,24 @@ def test_the_api_unit_lets_the_api_write_its_state_and_nothing_else_of_condor_cl
     assert re.findall(r"^ReadWritePaths=(.*)$", unit, re.M) == [str(Settings().state)]
 
 
+def test_the_queue_unit_runs_the_service_as_the_instances_user_where_the_api_finds_it(debian):
+    unit = (debian / "condor-cloud-queue.service").read_text()
+    assert re.search(r"^User=condor-cloud$", unit, re.M) and re.search(r"^Group=condor-cloud$", unit, re.M)
+    socket = Settings().queue_socket
+    assert re.search(rf"^RuntimeDirectory={socket.parent.name}$", unit, re.M) and socket.parent.parent == Path("/run")
+    assert re.findall(r"^ReadWritePaths=(.*)$", unit, re.M) == [str(Settings().state)]
+
+
+def test_the_queue_unit_shares_tmp_with_the_schedd_for_its_fs_authentication(debian):
+    assert not re.search(r"^PrivateTmp=(yes|true)", (debian / "condor-cloud-queue.service").read_text(), re.M)
+
+
+def test_starting_the_api_starts_the_queue_service(debian):
+    unit = (debian / "condor-cloud-api.service").read_text()
+    assert re.search(r"^Wants=.*\bcondor-cloud-queue\.service\b", unit, re.M)
+    assert re.search(r"^After=.*\bcondor-cloud-queue\.service\b", unit, re.M)
+
+
 def setup_run(debian: Path, n: int) -> dict:
     return json.loads((debian / f"setup-{n}.json").read_text())
 

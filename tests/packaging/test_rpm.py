@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import REPO
 
 SPEC = (REPO / "rpm" / "condor-cloud.spec").read_text()
@@ -89,11 +91,12 @@ def test_every_file_in_etc_is_a_config_file_kept_on_upgrade(packages):
     assert not re.search(r"^%config %", SPEC, re.M)
 
 
-def test_the_api_unit_has_systemd_scriptlets(packages):
+@pytest.mark.parametrize("unit", ["condor-cloud-api.service", "condor-cloud-queue.service"])
+def test_the_master_s_units_have_systemd_scriptlets(packages, unit):
     scripts = query(packages["rpm:condor-cloud"], "--scripts")
-    assert "preset condor-cloud-api.service" in scripts
-    assert "disable --now condor-cloud-api.service" in scripts
-    assert "try-restart condor-cloud-api.service" in scripts
+    assert re.search(rf"preset .*{unit}", scripts)
+    assert re.search(rf"disable --now .*{unit}", scripts)
+    assert re.search(rf"try-restart .*{unit}", scripts)
 
 
 def test_the_spec_names_no_made_up_home_page():
@@ -131,8 +134,9 @@ def test_every_executable_the_config_names_is_installed(rpm_root):
         assert path.is_file() and os.access(path, os.X_OK), path
 
 
-def test_the_api_unit_starts_an_installed_executable(rpm_root):
-    unit = (rpm_root / "usr/lib/systemd/system/condor-cloud-api.service").read_text()
+@pytest.mark.parametrize("name", ["condor-cloud-api.service", "condor-cloud-queue.service"])
+def test_the_master_s_units_start_installed_executables(rpm_root, name):
+    unit = (rpm_root / "usr/lib/systemd/system" / name).read_text()
     exec_start = re.search(r"^ExecStart=(\S+)", unit, re.M).group(1)
     assert (rpm_root / exec_start.lstrip("/")).is_file()
 

@@ -71,5 +71,6 @@ def test_the_comparison_covers_the_library_executables_configs_and_state(rpm_fil
     for path in ["SITE/condor_cloud/node/wrapper.py", "/usr/libexec/condor-cloud/vm-wrapper", "/usr/bin/condor-cloud",
                  "/etc/condor/config.d/50-condor-cloud-execute.conf",
                  "/usr/lib/systemd/system/condor-cloud-api.service",
+                 "/usr/lib/systemd/system/condor-cloud-queue.service",
                  "/var/lib/condor-cloud/instances", "/var/lib/condor-cloud/logs"]:
         assert path in rpm_files

@@ -328,7 +328,7 @@ def test_a_console_read_is_bounded_by_the_api_timeout(cloud, schedd, monkeypatch
     def run(cmd, **kwargs):
         seen.update(kwargs)
         raise FileNotFoundError("condor_tail")
-    monkeypatch.setattr("condor_cloud.cloud.subprocess.run", run)
+    monkeypatch.setattr("condor_cloud.queue_writer.subprocess.run", run)
     iid = cloud.create({"image_id": "tiny.img"}, "alice").id
     with pytest.raises(Unavailable, match="condor_tail"):
         cloud.console(iid, ALICE)

@@ -113,7 +113,7 @@ def test_an_instance_a_node_has_room_for_has_nothing_to_explain():
 
 def test_the_create_lock_opens_for_both_users_whatever_the_umask(cloud, strict_umask):
     """The API's user and the command line's (a member of the state directory's group) share it."""
-    with cloud._one_create_at_a_time():
+    with cloud.writer._one_create_at_a_time():
         pass
     assert stat.S_IMODE((cloud.settings.state / "addresses.lock").stat().st_mode) == 0o644
 
@@ -125,6 +125,6 @@ def test_a_link_planted_where_the_create_lock_goes_is_refused_and_its_target_lef
     cloud.settings.state.mkdir()
     (cloud.settings.state / "addresses.lock").symlink_to(target)
     with pytest.raises(CloudError, match="is a symbolic link"):
-        with cloud._one_create_at_a_time():
+        with cloud.writer._one_create_at_a_time():
             pass
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"k" * 32

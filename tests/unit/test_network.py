@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from condor_cloud.cloud import check_user_data
 from condor_cloud.errors import CloudError, ParameterError
 from condor_cloud.network import address_pool, parse_range
+from condor_cloud.queue_writer import check_user_data
 
 
 def test_a_pool_hands_out_free_addresses_with_the_prefix_gateway_and_nameservers():

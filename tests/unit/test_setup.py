@@ -167,16 +167,25 @@ def test_a_reconciler_token_that_may_do_more_than_read_is_made_again(root, comma
     assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
 
 
-def test_a_fresh_master_gives_the_api_the_instances_users_token_limited_to_read_and_write(root, first_master):
-    """The instances the API queues run as condor-cloud (in group libvirt on the nodes); the API's
-    own user, condor-cloud-api, is not in group libvirt, and it alone reads the token."""
+def test_a_fresh_master_gives_the_api_a_token_that_only_reads(root, first_master):
+    """The API changes the queue through the queue service (run as condor-cloud, in group libvirt
+    on the nodes); its own user, condor-cloud-api, alone reads its token."""
     token = root / "etc/condor-cloud/tokens.d/condor-cloud"
     claims = setup.token_claims(token.read_text())
     assert claims["sub"] == f"condor-cloud@{DOMAIN}"
-    assert set(claims["scope"].split()) == {"condor:/READ", "condor:/WRITE"}
+    assert claims["scope"] == "condor:/READ"
     assert (mode(token), token.stat().st_uid) == (0o600, 993)
     assert (mode(token.parent), token.parent.stat().st_uid) == (0o700, 993)
     assert by_step(first_master)["API token"].state == setup.DONE
+
+
+def test_an_api_token_that_may_also_write_is_made_again(root, first_master, commands):
+    """As an earlier version made it: the API's own WRITE access is what the queue service replaced."""
+    token = root / "etc/condor-cloud/tokens.d/condor-cloud"
+    token.write_text(fake_token(f"condor-cloud@{DOMAIN}", "condor:/READ condor:/WRITE") + "\n")
+    report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
+    assert by_step(report)["API token"].state == setup.DONE
+    assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
 
 
 def test_a_reconciler_token_left_readable_is_made_condors_alone(root, first_master, commands):

@@ -40,7 +40,7 @@ from condor_cloud.api.auth import (
 from condor_cloud.api.links import Links
 from condor_cloud.api.middleware import ApiMiddleware, from_browser
 from condor_cloud.api.negotiation import HTML, JSON, XML, NotAcceptable, negotiate
-from condor_cloud.cloud import REALMS, Cloud, User, new_client_token, unconfirmed_create
+from condor_cloud.cloud import Cloud, User, new_client_token, unconfirmed_create
 from condor_cloud.ec2.endpoint import Ec2Endpoint
 from condor_cloud.errors import (
     Busy,
@@ -53,6 +53,7 @@ from condor_cloud.errors import (
     Unavailable,
 )
 from condor_cloud.images import Image, ImageFacts, virtual_size
+from condor_cloud.queue_writer import REALMS
 from condor_cloud.states import FINISH, RUNNING, STOPPING
 
 log = logging.getLogger("condor-cloud.api")

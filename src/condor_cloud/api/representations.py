@@ -11,10 +11,11 @@ from typing import Any
 
 from condor_cloud.api import html
 from condor_cloud.api.links import Links
-from condor_cloud.cloud import REALMS, Instance, Node
+from condor_cloud.cloud import Instance, Node
 from condor_cloud.images import Image, ImageFacts
 from condor_cloud.keys import Key
 from condor_cloud.profiles import HardwareProfile
+from condor_cloud.queue_writer import REALMS
 from condor_cloud.states import FINISH, STATES, TRANSITIONS
 
 JSONObject = dict[str, Any]

@@ -18,6 +18,7 @@ from condor_cloud.cloud import Cloud
 from condor_cloud.condor import PooledCollector, PooledSchedd, WorkerPool, authenticate_with_tokens
 from condor_cloud.errors import CloudError
 from condor_cloud.profiles import parse_profiles
+from condor_cloud.queue_service import QueueClient
 from condor_cloud.settings import Settings
 
 log = logging.getLogger("condor-cloud.api")
@@ -58,9 +59,9 @@ def max_body(settings: Settings) -> int:
     return -(-(3 * settings.user_data_limit + 64 * 1024) // 1024) * 1024
 
 
-def act_as_instances_user(tokens: Path) -> None:
-    """Talk to HTCondor with the token in TOKENS only: the instances' user's, so the instances
-    the API queues run as that user on the nodes, while the API's own user has no libvirt."""
+def read_with_token(tokens: Path) -> None:
+    """Talk to HTCondor with the token in TOKENS only, which reads the queue and the pool and
+    nothing more: every change is the queue service's (queue_service.py)."""
     try:
         readable = [p for p in tokens.iterdir() if p.is_file() and os.access(p, os.R_OK)]
     except OSError as e:
@@ -69,7 +70,7 @@ def act_as_instances_user(tokens: Path) -> None:
     else:
         reason = "it holds no token this user can read"
     if not readable:
-        raise CloudError(f"the API needs a token for the instances' user in {tokens} "
+        raise CloudError(f"the API needs a token to read the queue in {tokens} "
                          f"(CONDOR_CLOUD_API_TOKENS), and {reason}; run `condor-cloud setup master` "
                          "as root, which makes it")
     authenticate_with_tokens(tokens)
@@ -88,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         address = args.address or settings.api_address
         tls = tls_options(settings, address)
         networks(settings.api_forwarded_allow_ips)
-        act_as_instances_user(settings.api_tokens)
+        read_with_token(settings.api_tokens)
     except CloudError as e:
         log.error("%s", e)
         return 2
     pool = WorkerPool(CONDOR_WORKERS, settings.api_condor_timeout)
     schedd, collector = PooledSchedd(pool), PooledCollector(pool)
-    cloud = Cloud(settings, profiles, lambda: schedd, lambda: collector)
+    cloud = Cloud(settings, profiles, lambda: schedd, lambda: collector,
+                  writer=QueueClient(settings.queue_socket, settings.api_condor_timeout))
     app = create_app(cloud, credentials, timeout=settings.api_condor_timeout, max_body=max_body(settings),
                      forwarded_allow=settings.api_forwarded_allow_ips)
     try:

@@ -15,12 +15,13 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from condor_cloud.cloud import REALMS, Cloud, Instance, User
+from condor_cloud.cloud import Cloud, Instance, User
 from condor_cloud.ec2 import ids
 from condor_cloud.ec2.protocol import ProtocolError
 from condor_cloud.errors import CloudError, NotAllowed, NotFound, ParameterError
 from condor_cloud.images import Image
 from condor_cloud.keys import Key
+from condor_cloud.queue_writer import REALMS
 from condor_cloud.states import ERROR, FINISH, PENDING, RUNNING, STOPPED, STOPPING
 
 REGION = "condor-cloud"
