@@ -104,6 +104,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
+    timeout = 30  # seconds a client may take to send its request (a thread waits for it meanwhile)
 
     def handle(self) -> None:
         uid = peer_uid(self.request)

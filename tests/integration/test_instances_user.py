@@ -84,7 +84,7 @@ def test_the_api_s_token_changes_no_instance(testbed: Testbed, queued, change):
 
 
 def test_the_api_s_token_reads_the_queue(testbed: Testbed, queued):
-    done = as_the_api(testbed, "condor_q", "-allusers", "-af", "ClusterId", str(queued.cluster))
+    done = as_the_api(testbed, "condor_q", "-allusers", str(queued.cluster), "-af", "ClusterId")
     assert done.returncode == 0 and done.stdout.split() == [str(queued.cluster)], done.stderr
 
 
