@@ -177,3 +177,15 @@ in_host() {
 
 # Host NAME's root directory as seen from outside its mount namespace.
 host_root() { echo "/proc/$(keeper_pid "$1")/root$(node_state "$1")/root"; }
+
+# The git tree object of the checkout's working tree as it is (less what git
+# ignores), made with a scratch index (the real one is untouched): what
+# packaging/build packs, and so what names a build.
+working_tree_id() {
+  local scratch; scratch=$(mktemp -d)
+  GIT_INDEX_FILE=$scratch/index git -C "$REPO_DIR" add -A \
+    && GIT_INDEX_FILE=$scratch/index git -C "$REPO_DIR" write-tree
+  local rc=$?
+  rm -rf "$scratch"
+  return $rc
+}
