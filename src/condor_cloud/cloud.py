@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import htcondor2
 
 from condor_cloud import jobattrs as A
-from condor_cloud.classads import literal
 from condor_cloud.condor import condor_call
 from condor_cloud.errors import (
     Busy,
@@ -40,8 +39,10 @@ from condor_cloud.queue_writer import (
     REALMS,
     QueueWriter,
     check_name,
+    check_user_data,
     instance_request,
     job_constraint,
+    made_with_token,
 )
 from condor_cloud.settings import Settings
 from condor_cloud.states import ERROR, PENDING, RUNNING, STOPPING, allowed_actions, instance_state
@@ -348,6 +349,8 @@ class Cloud:
         except NotFound:
             raise ParameterError(f"keyname {keyname!r} is not one of your keys; create or import it "
                                  "at /api/keys") from None
+        if params.get("user_data"):  # sent as one line (the service takes a request of bounded size)
+            params["user_data"] = check_user_data(params["user_data"], self.settings.user_data_limit)
         # Checked here for a clear answer before the queue is asked, and again by the writer.
         instance_request(params, owner=owner, public_key=public_key, settings=self.settings, profiles=self.profiles)
         with self._create_under_way(owner, token):
@@ -391,11 +394,8 @@ class Cloud:
         return found
 
     def _with_token(self, owner: str, token: str) -> Instance | None:
-        """OWNER's instance made by the create with client token TOKEN, if the queue holds one."""
-        constraint = f"{A.OWNER} == {literal(owner)} && {A.CLIENT_TOKEN} == {literal(token)} && {CLOUD_JOBS}"
-        ads = self._call("look for an instance with this client token", lambda s: s.query(constraint, PROJECTION))
-        found = sorted((Instance(dict(ad)) for ad in ads), key=lambda i: (i.cluster, i.proc))
-        return found[0] if found else None
+        made = made_with_token(self._call, owner, token, PROJECTION)
+        return Instance(made) if made else None
 
     @contextmanager
     def _create_under_way(self, owner: str, token: str) -> Iterator[None]:

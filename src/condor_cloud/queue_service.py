@@ -19,6 +19,8 @@ import socket
 import socketserver
 import struct
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ REQUESTS: dict[str, dict[str, type]] = {
 # Errors that cross the socket as themselves (a frontend answers each its own way).
 ERRORS = {cls.__name__: cls for cls in (errors.ParameterError, errors.NotFound, errors.NotAllowed,
                                         errors.Refused, errors.Unavailable, errors.Busy, errors.ImageError)}
+# Seconds a client may take to send its request.
+REQUEST_SECONDS = 30
 # HTCondor's calls a service worker makes at once.
 CONDOR_WORKERS = 4
 
@@ -75,9 +79,31 @@ def carry_out(writer: QueueWriter, request: Any) -> dict[str, Any]:
     except CloudError as e:
         kind = type(e).__name__ if type(e).__name__ in ERRORS else "CloudError"
         return {"error": kind, "message": str(e)}
+    except Exception as e:  # a bug of ours: the client is answered, the admin told
+        log.exception("%s failed", request.get("op"))
+        return {"error": "CloudError", "message": f"the queue service failed: {e}; see its log "
+                                                  "(journalctl -u condor-cloud-queue)"}
     if op != "console":
         log.info("%s %s", op, args.get("iid") or f"for {args['owner']}: {result['ClusterId']}.0")
     return {"ok": result}
+
+
+class RateLimitedLog:
+    """Warnings logged at most once per SECONDS (counting the ones left out): a local user may
+    knock at the socket as often as they like, but not fill the journal."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self._next, self._left_out = seconds, 0.0, 0
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._left_out += 1
+                return
+            left_out, self._left_out, self._next = self._left_out, 0, now + self.seconds
+        log.warning(message + (f" (and {left_out} more like it)" if left_out else ""), *args)
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -100,34 +126,71 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     writer: QueueWriter
     clients: set[int]
     limit: int
+    # Requests handled at once (the API makes at most 16 calls at once); more are answered Busy.
+    slots = threading.BoundedSemaphore(64)
+    refusals = RateLimitedLog(60)
 
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
     server: _Server
-    timeout = 30  # seconds a client may take to send its request (a thread waits for it meanwhile)
 
     def handle(self) -> None:
+        if not self.server.slots.acquire(blocking=False):
+            self._answer({"error": "Busy", "message": "the queue service is handling too many requests; try again"})
+            return
+        try:
+            self._answer(self._carry_out())
+        finally:
+            self.server.slots.release()
+
+    def _carry_out(self) -> dict[str, Any]:
         uid = peer_uid(self.request)
         if uid not in self.server.clients:
-            log.warning("refused a request from uid %d (not the API's user)", uid)
-            answer: dict[str, Any] = {"error": "Refused", "message": "only the API's user may ask the queue service"}
-        else:
-            line = self.rfile.readline(self.server.limit + 1)
-            try:
-                if len(line) > self.server.limit or not line.endswith(b"\n"):
-                    raise ParameterError(f"a request is one line of JSON of at most {self.server.limit} bytes")
-                request = json.loads(line)
-            except (ValueError, ParameterError) as e:
-                answer = {"error": "ParameterError", "message": str(e)}
-            else:
-                answer = carry_out(self.server.writer, request)
-        self.wfile.write(json.dumps(answer).encode() + b"\n")
+            self.server.refusals.warning("refused a request from uid %d (not the API's user)", uid)
+            return {"error": "Refused", "message": "only the API's user may ask the queue service"}
+        try:
+            request = json.loads(read_line(self.request, self.server.limit, REQUEST_SECONDS))
+        except (ValueError, RecursionError, ParameterError) as e:
+            return {"error": "ParameterError", "message": str(e) or "a request is one line of JSON"}
+        return carry_out(self.server.writer, request)
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        try:
+            self.request.sendall(json.dumps(answer).encode() + b"\n")
+        except OSError as e:
+            log.info("a client left before its answer (%s)", e.strerror or e)
+
+
+def read_line(sock: socket.socket, limit: int, seconds: float) -> bytes:
+    """One line of at most LIMIT bytes from SOCK, sent within SECONDS in all."""
+    deadline, data = time.monotonic() + seconds, b""
+    while not data.endswith(b"\n"):
+        if len(data) > limit:
+            break
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise ParameterError(f"a request is sent within {seconds:g} s") from None
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit or not data.endswith(b"\n"):
+        raise ParameterError(f"a request is one line of JSON of at most {limit} bytes")
+    return data
 
 
 def listen(path: Path, writer: QueueWriter, limit: int) -> _Server:
-    """The service's socket at PATH (a stale one from an earlier run replaced)."""
+    """The service's socket at PATH (a stale one from an earlier run replaced; CloudError while
+    another copy of the service answers there)."""
     if path.is_socket():
-        path.unlink()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                raise CloudError(f"another queue service already listens on {path}; stop it first")
     old = os.umask(0o111)  # anyone may connect; the handler says who is answered
     try:
         server = _Server(str(path), _Handler)
@@ -179,7 +242,7 @@ class QueueClient:
         self._ask("request", 3 * self.timeout, iid=iid, serial=serial, action=action)
 
     def start(self, iid: str, serial: int, node: str) -> None:
-        self._ask("start", 3 * self.timeout, iid=iid, serial=serial, node=node)
+        self._ask("start", 7 * self.timeout, iid=iid, serial=serial, node=node)  # six calls to HTCondor
 
     def destroy(self, iid: str) -> None:
         self._ask("destroy", 3 * self.timeout, iid=iid)
@@ -205,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pool = WorkerPool(CONDOR_WORKERS, settings.api_condor_timeout)
     schedd = PooledSchedd(pool)
-    server = listen(path, QueueWriter(settings, profiles, lambda: schedd), request_limit(settings))
+    try:
+        server = listen(path, QueueWriter(settings, profiles, lambda: schedd), request_limit(settings))
+    except (CloudError, OSError) as e:
+        log.error("cannot listen on %s: %s", path, e)
+        pool.close()
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("listening on %s as %s", path, pwd.getpwuid(os.getuid()).pw_name)
     try:

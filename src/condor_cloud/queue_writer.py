@@ -42,6 +42,9 @@ INSTANCE_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
 NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 CONSOLE_BYTES = 100 * 1024
 NAME_LENGTH = 256
+# What a create answers of the instance it made.
+MADE = ["ClusterId", "ProcId", "JobStatus", "QDate", A.OWNER, A.NAME, A.IMAGE, A.HARDWARE_PROFILE, A.REALM,
+        A.MEMORY, A.CPUS, A.KEY_NAME, A.MAC, A.CLIENT_TOKEN]
 # What a create takes from a client (form parameters; every value a string).
 CREATE_PARAMS = ("image_id", "hwp_id", "hwp_memory", "hwp_cpu", "realm_id", "user_data", "name", "keyname",
                  "reservation", "client_token")
@@ -72,6 +75,18 @@ def check_name(name: str) -> str:
         raise ParameterError(f"name is longer than {NAME_LENGTH} characters")
     user_attributes(name=name, owner="")
     return name
+
+
+def made_with_token(call: Callable[[str, Callable[[Any], Any]], Any], owner: str, token: str,
+                    projection: list[str]) -> dict[str, Any] | None:
+    """OWNER's oldest instance made by the create with client token TOKEN, if the queue holds one
+    (asked with CALL, a _call of Cloud's or QueueWriter's)."""
+    constraint = f"{A.OWNER} == {literal(owner)} && {A.CLIENT_TOKEN} == {literal(token)} && {CLOUD_JOBS}"
+    ads = call("look for an instance with this client token", lambda s: s.query(constraint, projection))
+    # ClassAd's == ignores case: owner and token are compared again, exactly.
+    made = sorted((dict(ad) for ad in ads if ad.get(A.OWNER) == owner and ad.get(A.CLIENT_TOKEN) == token),
+                  key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
+    return made[0] if made else None
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,12 @@ class QueueWriter:
         nothing behind); its ad as the schedd took it. ADMIN: no instance limit."""
         request = instance_request(params, owner=owner, public_key=public_key, settings=self.settings,
                                    profiles=self.profiles)
+        token = params["client_token"]
         with self._one_create_at_a_time():
+            made = made_with_token(self._call, owner, token, MADE)
+            if made is not None:  # a retry whose first try is queued (its answer lost, or still under way)
+                log.info("a create with the client token of %s.%s answers it", made["ClusterId"], made["ProcId"])
+                return made
             self._check_limit(owner, admin)
             # Only the two attributes every instance must not share: with many queued
             # instances, reading whole ads here would bound the rate of creates.
@@ -216,9 +236,11 @@ class QueueWriter:
 
     def console(self, iid: str, max_bytes: int = CONSOLE_BYTES) -> str:
         """The end of a running instance's serial console (read through condor_tail)."""
-        job_constraint(iid)
+        constraint = job_constraint(iid)
         if not 0 < max_bytes <= CONSOLE_BYTES:
             raise ParameterError(f"a console is read {CONSOLE_BYTES} bytes at most")
+        if not self._call("look up the instance", lambda s: s.query(constraint, ["ClusterId"])):
+            raise NotFound(f"no instance {iid!r}; list /api/instances for the ids")
         try:
             done = subprocess.run(["condor_tail", "-maxbytes", str(max_bytes), iid], capture_output=True,
                                   text=True, timeout=self.settings.api_condor_timeout)
@@ -233,7 +255,8 @@ class QueueWriter:
     def _one_create_at_a_time(self) -> Iterator[None]:
         """Held from counting the user's instances and choosing an address to submitting the
         instance, by every process of this master (the queue service's threads, the command
-        line), so no two instances get one address and no user passes their limit. Waited for
+        line), so no two instances get one address or client token and no user passes their
+        limit. In a directory of the instances' user alone: the API's user cannot take it. Waited for
         at most twice the API's timeout (a create before it may be waiting for a stopped schedd)."""
         busy = Busy("another create is still waiting for HTCondor; try again in a few seconds")
         patience = 2 * self.settings.api_condor_timeout
@@ -241,14 +264,14 @@ class QueueWriter:
         if not self._assigning.acquire(timeout=patience):
             raise busy
         try:
-            path = self.settings.state / "addresses.lock"
+            directory = self.settings.queue_state
+            path = directory / "create.lock"
             try:
-                self.settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-                # Read-only is enough to lock: the API's user and the instances' user share it.
-                fd = open_shared(path, 0o644)
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = open_shared(path, 0o600)
             except OSError as e:
-                raise CloudError(f"cannot open {path}: {e.strerror}; {self.settings.state} must be the API's "
-                                 "user's and writable by group condor-cloud (mode 2770)") from None
+                raise CloudError(f"cannot open {path}: {e.strerror}; {directory} must be condor-cloud's, mode 0700 "
+                                 "(the condor-cloud package makes it), and creates run as condor-cloud") from None
             with open(fd) as lock:
                 while True:
                     try:

@@ -50,12 +50,15 @@ class Settings:
     # The rest of the guests' static set-up when a pool is used (may be empty).
     gateway: str = ""
     nameservers: tuple[str, ...] = ()
-    # The master's own records: API users' keys (keys.sqlite), the address pool's lock.
+    # The API's own records: API users' keys (keys.sqlite), the sessions' key.
     state: Path = Path("/var/lib/condor-cloud/state")
     # The VM wrapper's path on the nodes.
     wrapper: str = "/usr/libexec/condor-cloud/vm-wrapper"
     # Instances' console and wrapper logs, on the master.
     logs: Path = Path("/var/lib/condor-cloud/logs")
+    # The files of the queue service and the command line (both the instances'
+    # user): the create lock. That user's alone (mode 0700).
+    queue_state: Path = Path("/var/lib/condor-cloud/queue")
     # The queue service's socket: the API asks it for every change to the queue
     # (it holds a READ-only token itself).
     queue_socket: Path = Path("/run/condor-cloud/queue.sock")

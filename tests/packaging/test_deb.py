@@ -91,7 +91,7 @@ def test_the_api_unit_runs_as_the_apis_user(debian):
 
 
 def test_the_api_unit_lets_the_api_write_its_state_and_nothing_else_of_condor_cloud(debian):
-    """ProtectSystem=strict makes /var read-only: the keys, the session key and the address lock need
+    """ProtectSystem=strict makes /var read-only: the keys and the session key need
     the state directory writable."""
     unit = (debian / "condor-cloud-api.service").read_text()
     assert re.search(r"^ProtectSystem=strict$", unit, re.M)
@@ -104,11 +104,15 @@ def test_the_queue_unit_runs_the_service_as_the_instances_user_where_the_api_fin
     assert re.search(r"^User=condor-cloud$", unit, re.M) and re.search(r"^Group=condor-cloud$", unit, re.M)
     socket = Settings().queue_socket
     assert re.search(rf"^RuntimeDirectory={socket.parent.name}$", unit, re.M) and socket.parent.parent == Path("/run")
-    assert re.findall(r"^ReadWritePaths=(.*)$", unit, re.M) == [str(Settings().state)]
 
 
-def test_the_queue_unit_shares_tmp_with_the_schedd_for_its_fs_authentication(debian):
-    assert not re.search(r"^PrivateTmp=(yes|true)", (debian / "condor-cloud-queue.service").read_text(), re.M)
+def test_the_queue_unit_writes_its_lock_and_tmp_only(debian):
+    """ProtectSystem=strict: its create lock; and /tmp, shared with the schedd (no PrivateTmp), for FS
+    authentication, where it makes a directory the schedd looks at."""
+    unit = (debian / "condor-cloud-queue.service").read_text()
+    assert re.search(r"^ProtectSystem=strict$", unit, re.M)
+    assert re.findall(r"^ReadWritePaths=(.*)$", unit, re.M) == [f"{Settings().queue_state} /tmp"]
+    assert not re.search(r"^PrivateTmp=(yes|true)", unit, re.M)
 
 
 def test_starting_the_api_starts_the_queue_service(debian):

@@ -72,5 +72,5 @@ def test_the_comparison_covers_the_library_executables_configs_and_state(rpm_fil
                  "/etc/condor/config.d/50-condor-cloud-execute.conf",
                  "/usr/lib/systemd/system/condor-cloud-api.service",
                  "/usr/lib/systemd/system/condor-cloud-queue.service",
-                 "/var/lib/condor-cloud/instances", "/var/lib/condor-cloud/logs"]:
+                 "/var/lib/condor-cloud/instances", "/var/lib/condor-cloud/logs", "/var/lib/condor-cloud/queue"]:
         assert path in rpm_files

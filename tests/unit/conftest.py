@@ -40,7 +40,7 @@ def collector() -> FakeCollector:
 
 @pytest.fixture
 def cloud(shared_images: Path, schedd: FakeSchedd, collector: FakeCollector, tmp_path: Path) -> Cloud:
-    settings = Settings(shared_images=shared_images, state=tmp_path / "state")
+    settings = Settings(shared_images=shared_images, state=tmp_path / "state", queue_state=tmp_path / "queue")
     return Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, lambda: collector, ttl=0)
 
 

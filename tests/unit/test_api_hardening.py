@@ -214,7 +214,8 @@ def test_an_answer_with_a_private_key_is_never_stored(alice):
 
 @pytest.fixture
 def limited(shared_images, schedd, collector, tmp_path, credentials):
-    settings = Settings(shared_images=shared_images, state=tmp_path / "state", user_instance_limit=2)
+    settings = Settings(shared_images=shared_images, state=tmp_path / "state", queue_state=tmp_path / "queue",
+                        user_instance_limit=2)
     cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, lambda: collector, ttl=0)
     return create_app(cloud, credentials, timeout=5)
 
@@ -295,7 +296,7 @@ class StalledSchedd(FakeSchedd):
 def test_reads_beyond_the_limit_fail_fast_and_threads_stay_bounded(shared_images, collector, tmp_path,
                                                                    credentials):
     schedd = StalledSchedd()
-    settings = Settings(shared_images=shared_images, state=tmp_path / "state")
+    settings = Settings(shared_images=shared_images, state=tmp_path / "state", queue_state=tmp_path / "queue")
     cloud = Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, lambda: collector, ttl=0)
     timeout = 0.5  # a stalled read is answered after timeout + 1 s
     app = create_app(cloud, credentials, timeout=timeout)

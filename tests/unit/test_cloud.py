@@ -111,19 +111,22 @@ def test_an_instance_a_node_has_room_for_has_nothing_to_explain():
     assert why_pending(pending(memory=2048), [node(free_memory=1024), node("n2")]) == ""
 
 
-def test_the_create_lock_opens_for_both_users_whatever_the_umask(cloud, strict_umask):
-    """The API's user and the command line's (a member of the state directory's group) share it."""
+def test_the_create_lock_is_the_instances_user_s_alone_whatever_the_umask(cloud, strict_umask):
+    """The queue service and the command line (both the instances' user) share it; the API's user
+    cannot hold it, nor make it unusable through the state directory it owns."""
+    cloud.settings.state.mkdir(mode=0)
     with cloud.writer._one_create_at_a_time():
         pass
-    assert stat.S_IMODE((cloud.settings.state / "addresses.lock").stat().st_mode) == 0o644
+    lock = cloud.settings.queue_state / "create.lock"
+    assert (stat.S_IMODE(lock.stat().st_mode), stat.S_IMODE(lock.parent.stat().st_mode)) == (0o600, 0o700)
 
 
 def test_a_link_planted_where_the_create_lock_goes_is_refused_and_its_target_left_alone(cloud, tmp_path):
     target = tmp_path / "session.key"
     target.write_bytes(b"k" * 32)
     target.chmod(0o600)
-    cloud.settings.state.mkdir()
-    (cloud.settings.state / "addresses.lock").symlink_to(target)
+    cloud.settings.queue_state.mkdir()
+    (cloud.settings.queue_state / "create.lock").symlink_to(target)
     with pytest.raises(CloudError, match="is a symbolic link"):
         with cloud.writer._one_create_at_a_time():
             pass

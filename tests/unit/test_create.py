@@ -26,7 +26,7 @@ def cloud(tmp_path):
     (shared / "tiny.img").write_bytes(b"x" * 1024)
     (shared / "dhcp-only.img").write_bytes(b"x" * 1024)
     (shared / "dhcp-only.img.json").write_text('{"cloud_init": false}')
-    settings = Settings(shared_images=shared, state=tmp_path / "state",
+    settings = Settings(shared_images=shared, state=tmp_path / "state", queue_state=tmp_path / "queue",
                         address_pool="192.0.2.20-192.0.2.29/24", gateway="192.0.2.1")
     schedd = SlowSubmits()
     return Cloud(settings, parse_profiles(settings.hardware_profiles), lambda: schedd, ttl=0), schedd

@@ -12,7 +12,7 @@ import classad2
 import pytest
 
 from condor_cloud import queue_service
-from condor_cloud.errors import NotFound, ParameterError, Refused, Unavailable
+from condor_cloud.errors import Busy, CloudError, NotFound, ParameterError, Refused, Unavailable
 from condor_cloud.profiles import parse_profiles
 from condor_cloud.queue_service import QueueClient, carry_out, checked, listen
 from condor_cloud.queue_writer import QueueWriter
@@ -22,7 +22,7 @@ from fakecondor import FakeSchedd
 
 @pytest.fixture
 def writer(shared_images: Path, schedd: FakeSchedd, tmp_path: Path) -> QueueWriter:
-    settings = Settings(shared_images=shared_images, state=tmp_path / "state")
+    settings = Settings(shared_images=shared_images, state=tmp_path / "state", queue_state=tmp_path / "queue")
     return QueueWriter(settings, parse_profiles(settings.hardware_profiles), lambda: schedd)
 
 
@@ -82,6 +82,25 @@ def test_what_a_user_typed_is_an_instance_s_attribute_and_nothing_more(writer, s
     answer = carry_out(writer, create(image_id="tiny.img", name="Cmd = /bin/sh"))
     ad = schedd.jobs[(answer["ok"]["ClusterId"], 0)]
     assert (ad["CloudName"], ad["CloudOwner"], ad["HookKeyword"]) == ("Cmd = /bin/sh", "alice", "CLOUD")
+
+
+def test_a_create_retried_while_its_first_try_is_queued_makes_one_instance(writer, schedd):
+    """However the first answer was lost (the API restarted while the service waited for the
+    schedd, or the command line and the API raced): the service itself looks for the token."""
+    first = carry_out(writer, create(image_id="tiny.img", client_token="retry-1"))
+    again = carry_out(writer, create(image_id="tiny.img", client_token="retry-1"))
+    assert again["ok"]["ClusterId"] == first["ok"]["ClusterId"] and len(schedd.jobs) == 1
+    other = carry_out(writer, create(image_id="tiny.img", client_token="RETRY-1"))  # tokens are exact
+    assert other["ok"]["ClusterId"] != first["ok"]["ClusterId"]
+
+
+def test_a_console_is_read_of_instances_only(writer, schedd, monkeypatch):
+    """condor_tail would read any job's output the instances' user may read: the service asks first."""
+    ran = []
+    monkeypatch.setattr("condor_cloud.queue_writer.subprocess.run", lambda *a, **k: ran.append(a))
+    schedd.jobs[(7, 0)] = classad2.ClassAd({"ClusterId": 7, "ProcId": 0, "Cmd": "/bin/sh"})
+    assert carry_out(writer, {"op": "console", "args": {"iid": "7.0", "max_bytes": 100}})["error"] == "NotFound"
+    assert ran == []
 
 
 def test_edits_reach_instances_only(writer, schedd):
@@ -151,6 +170,51 @@ def test_a_request_too_long_is_refused(service, tmp_path):
         sock.sendall(json.dumps(create(image_id="tiny.img", user_data="A" * 8192)).encode() + b"\n")
         answer = json.loads(sock.makefile("rb").readline())
     assert answer["error"] == "ParameterError" and "at most 4096 bytes" in answer["message"]
+
+
+def test_a_client_that_sends_slowly_is_cut_off(service, tmp_path, monkeypatch):
+    monkeypatch.setattr(queue_service, "REQUEST_SECONDS", 0.5)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(tmp_path / "queue.sock"))
+        sock.sendall(b'{"op": ')
+        sock.settimeout(5)
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer["error"] == "ParameterError" and "within 0.5 s" in answer["message"]
+
+
+def test_past_its_slots_the_service_answers_busy_at_once(service, monkeypatch):
+    server, client = service
+    monkeypatch.setattr(server, "slots", threading.BoundedSemaphore(1))
+    server.slots.acquire()
+    with pytest.raises(Busy):
+        client.destroy("1.0")
+
+
+@pytest.mark.parametrize("line", [b"[" * 100000 + b"\n", b"\xff\n", b"NaN\n"])
+def test_a_request_that_is_no_json_request_is_answered(service, tmp_path, line):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(tmp_path / "queue.sock"))
+        sock.sendall(line)
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer["error"] == "ParameterError"
+
+
+def test_a_second_service_does_not_take_the_socket_of_one_that_answers(service, writer, tmp_path):
+    with pytest.raises(CloudError, match="already listens"):
+        listen(tmp_path / "queue.sock", writer, limit=4096)
+
+
+def test_a_stale_socket_is_replaced(writer, tmp_path):
+    path = tmp_path / "stale.sock"
+    socket.socket(socket.AF_UNIX).bind(str(path))
+    listen(path, writer, limit=4096).server_close()
+
+
+def test_refusals_are_logged_once_a_minute(caplog):
+    log = queue_service.RateLimitedLog(60)
+    for uid in range(100):
+        log.warning("refused uid %d", uid)
+    assert [r.getMessage() for r in caplog.records] == ["refused uid 0"]
 
 
 def test_without_the_service_a_change_says_to_start_it(tmp_path):
