@@ -39,6 +39,8 @@ RECONCILER_IDENTITY = "condor-cloud-reconciler"
 API_TOKEN = INSTANCE_USER
 SITE_CONFIG = "/etc/condor/config.d/25-condor-cloud-site.conf"
 NODE_CONFIG = "/etc/condor/config.d/20-condor-cloud-node.conf"
+# Tokens setup replaced because they allowed more than they need now: this machine's daemons refuse them.
+REVOKED_CONFIG = "/etc/condor/config.d/26-condor-cloud-revoked-tokens.conf"
 NODE_TEMPLATE = "/usr/share/condor-cloud/20-condor-cloud-node.conf"
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 
@@ -258,7 +260,24 @@ def _user_token(m: Machine, step: str, file: Path, identity: str, authz: tuple[s
     m.path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _owned(m, directory, 0o700, ids)
     m.write(path, made.stdout.strip() + "\n", 0o600, user)
-    return Outcome(step, DONE, f"created {path} for {identity} ({scope}, {user}'s alone)")
+    revoked = ""
+    if claims.get("jti") and not new_key:  # signed by this pool's key: still valid wherever a copy went
+        revoke(m, str(claims["jti"]))
+        revoked = f"; the one it replaced is revoked in {REVOKED_CONFIG} (condor_reconfig, or restart condor)"
+    return Outcome(step, DONE, f"created {path} for {identity} ({scope}, {user}'s alone){revoked}")
+
+
+def revoke(m: Machine, jti: str) -> None:
+    """Have this machine's daemons refuse the token with id JTI (SEC_TOKEN_REVOCATION_EXPR), with
+    those revoked before."""
+    path = m.path(REVOKED_CONFIG)
+    ids = set(re.findall(r'"([0-9A-Za-z_-]+)"', path.read_text())) if path.exists() else set()
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", jti) or jti in ids:
+        return
+    listed = ", ".join(f'"{i}"' for i in sorted(ids | {jti}))
+    m.write(REVOKED_CONFIG, "# Written by condor-cloud setup: tokens it replaced because they allowed more than\n"
+                            "# they need now. This machine's daemons refuse them; keep this file.\n"
+                            f"SEC_TOKEN_REVOCATION_EXPR = member(jti, {{{listed}}})\n", 0o644)
 
 
 def _owned(m: Machine, path: str, mode: int, ids: tuple[int, int]) -> bool:

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from cloud import Instances, instance_job
-from harness import Testbed, submit_text
+from harness import Testbed, submit_text, wait_for
 
 TOKENS = "/etc/condor-cloud/tokens.d"
 AS_THE_API = ["setpriv", "--reuid=condor-cloud-api", "--regid=condor-cloud-api", "--init-groups", "env",
@@ -86,6 +86,29 @@ def test_the_api_s_token_changes_no_instance(testbed: Testbed, queued, change):
 def test_the_api_s_token_reads_the_queue(testbed: Testbed, queued):
     done = as_the_api(testbed, "condor_q", "-allusers", str(queued.cluster), "-af", "ClusterId")
     assert done.returncode == 0 and done.stdout.split() == [str(queued.cluster)], done.stderr
+
+
+def test_an_api_token_that_could_write_no_longer_works_once_setup_replaced_it(testbed: Testbed, queued):
+    """As an earlier version made it (READ and WRITE): whoever copied it from a taken-over API keeps
+    nothing once `condor-cloud setup master` has run (the upgrade's step)."""
+    domain = testbed.env["CONDOR_CLOUD_TESTBED_DOMAIN"]
+    old = testbed.run("master", "condor_token_create", "-identity", f"condor-cloud@{domain}",
+                      "-authz", "READ", "-authz", "WRITE").stdout.strip()
+    copy = "/run/old-api-token"
+    api_s = ["-o", "condor-cloud-api", "-g", "condor-cloud-api"]
+    for directory in (copy, TOKENS):
+        testbed.run("master", "install", "-d", "-m", "700", *api_s, directory)
+        testbed.run("master", "install", "-m", "600", *api_s, "/dev/stdin", f"{directory}/condor-cloud",
+                    input=old + "\n")
+    with_copy = [*AS_THE_API, f"_CONDOR_SEC_TOKEN_DIRECTORY={copy}", "condor_qedit", str(queued.cluster), "CloudName"]
+    assert testbed.run("master", *with_copy, '"copied"', check=False).returncode == 0  # it could write
+    testbed.run("master", "condor-cloud", "setup", "master", "--host", f"master.{domain}", "--uid-domain", domain)
+    testbed.run("master", "condor_reconfig", "-schedd")
+    wait_for(lambda: testbed.run("master", *with_copy, '"still"', check=False).returncode != 0, 30,
+             "the schedd to refuse the replaced token")
+    assert queued.ad["CloudName"] == "copied"
+    assert as_the_api(testbed, "condor_q", "-allusers", str(queued.cluster), "-af", "ClusterId").stdout.strip() == \
+        str(queued.cluster)  # the API's new token reads
 
 
 # -- the queue service: narrow requests, from the API's user only ----------------------------------

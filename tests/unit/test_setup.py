@@ -22,10 +22,10 @@ SETTINGS = Settings()
 DOMAIN = "cloud.example"
 
 
-def fake_token(identity: str, scope: str | None = None) -> str:
+def fake_token(identity: str, scope: str | None = None, jti: str | None = None) -> str:
     def part(d: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
-    claims = {"sub": identity, "iss": DOMAIN} | ({"scope": scope} if scope else {})
+    claims = {"sub": identity, "iss": DOMAIN} | ({"scope": scope} if scope else {}) | ({"jti": jti} if jti else {})
     return f"{part({'alg': 'HS256', 'kid': 'POOL'})}.{part(claims)}.c2ln"
 
 
@@ -179,13 +179,18 @@ def test_a_fresh_master_gives_the_api_a_token_that_only_reads(root, first_master
     assert by_step(first_master)["API token"].state == setup.DONE
 
 
-def test_an_api_token_that_may_also_write_is_made_again(root, first_master, commands):
-    """As an earlier version made it: the API's own WRITE access is what the queue service replaced."""
+def test_an_api_token_that_may_also_write_is_made_again_and_revoked(root, first_master, commands):
+    """As an earlier version made it: the API's own WRITE access is what the queue service replaced,
+    and a copy taken from a taken-over API must not keep it."""
     token = root / "etc/condor-cloud/tokens.d/condor-cloud"
-    token.write_text(fake_token(f"condor-cloud@{DOMAIN}", "condor:/READ condor:/WRITE") + "\n")
-    report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example", uid_domain=DOMAIN)
-    assert by_step(report)["API token"].state == setup.DONE
-    assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
+    for jti in ("0ld1", "0ld2", "0ld2"):
+        token.write_text(fake_token(f"condor-cloud@{DOMAIN}", "condor:/READ condor:/WRITE", jti=jti) + "\n")
+        report = setup.setup_master(setup.Machine(root, commands), SETTINGS, host="master.cloud.example",
+                                    uid_domain=DOMAIN)
+        assert by_step(report)["API token"].state == setup.DONE
+        assert setup.token_claims(token.read_text())["scope"] == "condor:/READ"
+    revoked = (root / setup.REVOKED_CONFIG.lstrip("/")).read_text()
+    assert 'SEC_TOKEN_REVOCATION_EXPR = member(jti, {"0ld1", "0ld2"})' in revoked
 
 
 def test_a_reconciler_token_left_readable_is_made_condors_alone(root, first_master, commands):
