@@ -328,8 +328,9 @@ def test_the_node_keeps_a_flooding_guests_console_small(flooding):
     largest, _, _ = flooding
     assert largest["stdout"] <= CONSOLE_MOST
     # QEMU's own file is emptied after each copy; between two copies it grows by what the guest
-    # wrote meanwhile (on a loaded 2-core machine once 538 KiB), never to the whole flood.
-    assert largest["qemu"] <= FLOOD // 2
+    # wrote meanwhile (on a loaded 2-core machine once 538 KiB, once 1.1 MiB, when a round of the
+    # wrapper waited on the shadow or libvirt), never to the whole flood.
+    assert largest["qemu"] < FLOOD
 
 
 def test_the_master_keeps_the_newest_console_output_of_each_instance(flooding):
