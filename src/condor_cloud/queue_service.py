@@ -167,11 +167,16 @@ def read_line(sock: socket.socket, limit: int, seconds: float) -> bytes:
     while not data.endswith(b"\n"):
         if len(data) > limit:
             break
-        sock.settimeout(max(0.0, deadline - time.monotonic()))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ParameterError(f"a request is sent within {seconds:g} s")
+        sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
             raise ParameterError(f"a request is sent within {seconds:g} s") from None
+        except OSError as e:
+            raise ParameterError(f"the request did not arrive ({e.strerror or e})") from None
         if not chunk:
             break
         data += chunk
@@ -217,7 +222,10 @@ class QueueClient:
                 raise Unavailable(f"the queue service does not answer at {self.path} ({e.strerror or e}); "
                                   "start it: systemctl start condor-cloud-queue") from None
             try:
-                sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                try:
+                    sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                except BrokenPipeError:
+                    pass  # answered before it read the request (busy, or not our client): the answer is there
                 sock.settimeout(patience)
                 with sock.makefile("rb") as answers:
                     line = answers.readline()

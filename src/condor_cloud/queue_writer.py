@@ -268,7 +268,8 @@ class QueueWriter:
             path = directory / "create.lock"
             try:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                fd = open_shared(path, 0o600)
+                # Read-only is enough to lock: one made by root (a command run with sudo) still opens.
+                fd = open_shared(path, 0o644)
             except OSError as e:
                 raise CloudError(f"cannot open {path}: {e.strerror}; {directory} must be condor-cloud's, mode 0700 "
                                  "(the condor-cloud package makes it), and creates run as condor-cloud") from None

@@ -263,7 +263,8 @@ def _user_token(m: Machine, step: str, file: Path, identity: str, authz: tuple[s
     revoked = ""
     if claims.get("jti") and not new_key:  # signed by this pool's key: still valid wherever a copy went
         revoke(m, str(claims["jti"]))
-        revoked = f"; the one it replaced is revoked in {REVOKED_CONFIG} (condor_reconfig, or restart condor)"
+        revoked = (f"; the one it replaced is revoked in {REVOKED_CONFIG}: restart condor "
+                   "(a reconfig refuses it to new connections only)")
     return Outcome(step, DONE, f"created {path} for {identity} ({scope}, {user}'s alone){revoked}")
 
 
@@ -276,8 +277,10 @@ def revoke(m: Machine, jti: str) -> None:
         return
     listed = ", ".join(f'"{i}"' for i in sorted(ids | {jti}))
     m.write(REVOKED_CONFIG, "# Written by condor-cloud setup: tokens it replaced because they allowed more than\n"
-                            "# they need now. This machine's daemons refuse them; keep this file.\n"
-                            f"SEC_TOKEN_REVOCATION_EXPR = member(jti, {{{listed}}})\n", 0o644)
+                            "# they need now. This machine's daemons refuse them (as well as what an earlier file\n"
+                            "# revokes); keep this file.\n"
+                            f"SEC_TOKEN_REVOCATION_EXPR = member(jti, {{{listed}}}) || "
+                            "($(SEC_TOKEN_REVOCATION_EXPR:false))\n", 0o644)
 
 
 def _owned(m: Machine, path: str, mode: int, ids: tuple[int, int]) -> bool:

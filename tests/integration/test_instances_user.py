@@ -104,8 +104,10 @@ def test_an_api_token_that_could_write_no_longer_works_once_setup_replaced_it(te
     assert testbed.run("master", *with_copy, '"copied"', check=False).returncode == 0  # it could write
     testbed.run("master", "condor-cloud", "setup", "master", "--host", f"master.{domain}", "--uid-domain", domain)
     testbed.run("master", "condor_reconfig", "-schedd")
-    wait_for(lambda: testbed.run("master", *with_copy, '"still"', check=False).returncode != 0, 30,
+    # (an edit to the same name while the schedd takes the new configuration changes nothing)
+    wait_for(lambda: testbed.run("master", *with_copy, '"copied"', check=False).returncode != 0, 30,
              "the schedd to refuse the replaced token")
+    assert testbed.run("master", *with_copy, '"changed"', check=False).returncode != 0
     assert queued.ad["CloudName"] == "copied"
     assert as_the_api(testbed, "condor_q", "-allusers", str(queued.cluster), "-af", "ClusterId").stdout.strip() == \
         str(queued.cluster)  # the API's new token reads

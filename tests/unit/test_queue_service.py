@@ -182,6 +182,18 @@ def test_a_client_that_sends_slowly_is_cut_off(service, tmp_path, monkeypatch):
     assert answer["error"] == "ParameterError" and "within 0.5 s" in answer["message"]
 
 
+def test_a_request_s_deadline_is_kept_to_the_end():
+    """Time that has run out is an error, never a socket left non-blocking (whose read would fail otherwise)."""
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        a.sendall(b'{"op"')
+        with pytest.raises(ParameterError, match="within 0 s"):
+            queue_service.read_line(b, 4096, 0)
+        a.close()
+        with pytest.raises(ParameterError, match="at most 4096 bytes"):
+            queue_service.read_line(b, 4096, 5)
+
+
 def test_past_its_slots_the_service_answers_busy_at_once(service, monkeypatch):
     server, client = service
     monkeypatch.setattr(server, "slots", threading.BoundedSemaphore(1))
