@@ -6,6 +6,7 @@ writes, and no shell reaches an instance's job. The rules themselves, against ev
 cover, are in tests/packaging/test_node_policy.py; here the real schedd and service apply them."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -191,6 +192,15 @@ def test_the_instances_user_cannot_change_what_an_instance_runs_or_writes(testbe
     done = as_the_service(testbed, "condor_qedit", str(queued.cluster), attr, value)
     assert done.returncode != 0
     assert queued.ad.get(attr) == before
+
+
+def test_the_schedd_refuses_no_update_of_a_shadow(testbed: Testbed, queued):
+    """The protected attributes are the ones someone tries to change, never what the shadow itself
+    writes as the job's owner when a job ends (HTCondor 25's sets SpooledOutputFiles: refused, every
+    job stayed running). By now instances and other users' jobs of earlier modules have ended."""
+    log = testbed.run("master", "sh", "-c", "cat /var/log/condor/SchedLog*").stdout
+    refused = set(re.findall(r"SetAttribute of protected attribute denied.* Attr=(\w+)", log))
+    assert refused <= set(EDITS)
 
 
 def test_the_instances_user_still_renames_an_instance(testbed: Testbed, queued):

@@ -169,7 +169,13 @@ def test_the_master_queues_other_users_jobs_as_they_are(submit_requirement):
 def test_nobody_but_root_and_condor_edits_what_a_job_runs_or_writes_once_queued(tmp_path):
     protected = set(node_param(tmp_path, "PROTECTED_JOB_ATTRS", files=MASTER_FILES).split())
     changed = {k for change in RUNS_OTHER_CODE + WRITES_OTHER_FILES for k in change} - {"User"}
-    assert changed <= protected
+    assert changed - SET_BY_THE_SHADOW <= protected
+    assert not SET_BY_THE_SHADOW & protected
+
+
+# What the shadow itself sets, as the job's owner, when a job ends (HTCondor 25): refused, the job
+# never leaves the running state. Checked at submit only.
+SET_BY_THE_SHADOW = {"SpooledOutputFiles"}
 
 
 def test_no_shell_into_an_instance_s_job(tmp_path):
