@@ -142,6 +142,14 @@ class Testbed:
                 continue
         return [pid for pid, parent in found.items() if parent not in found]
 
+    def user_of(self, name: str, pidfile: str) -> str:
+        """The user (by host NAME's passwd) the process in host NAME's state file PIDFILE runs as."""
+        pid = int((self.state / "hosts" / name / pidfile).read_text())
+        uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
+        users = {int(f[2]): f[0] for f in (line.split(":") for line in self.path(name, "/etc/passwd")
+                                           .read_text().splitlines())}
+        return users[uid]
+
     def daemons(self, name: str) -> list[int]:
         """PIDs of host NAME's condor_master (by its pidfile) and everything under it, parents first."""
         master = int(self.path(name, "/run/condor/condor_master.pid").read_text())

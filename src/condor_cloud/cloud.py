@@ -38,7 +38,6 @@ from condor_cloud.queue_writer import (
     CREATE_PARAMS,
     REALMS,
     QueueWriter,
-    check_name,
     check_user_data,
     instance_request,
     job_constraint,
@@ -375,7 +374,6 @@ class Cloud:
     def rename(self, iid: str, name: str, user: User) -> Instance:
         """Give instance IID the name NAME (checked as a create checks it)."""
         self.instance(iid, user)
-        check_name(name)
         self.writer.rename(iid, name)
         self._changed()
         return self.instance(iid, user)

@@ -140,9 +140,7 @@ def instance_request(params: Mapping[str, str], *, owner: str, public_key: str, 
     if realm not in REALMS:
         raise ParameterError(f"realm_id {realm!r} is not a realm; use one of {', '.join(REALMS)}")
     user_data = check_user_data(params.get("user_data") or "", settings.user_data_limit)
-    name = params.get("name") or ""
-    if len(name) > NAME_LENGTH:
-        raise ParameterError(f"name is longer than {NAME_LENGTH} characters")
+    name = check_name(params.get("name") or "")
     keyname = params.get("keyname") or ""
     if bool(keyname) != bool(public_key):
         raise ParameterError("a key's name and its public half go together")

@@ -204,11 +204,7 @@ def test_an_admin_sees_everyone_s_instances(api, owned):
 def test_the_api_runs_as_a_user_outside_libvirt_and_queues_instances_for_the_instances_user(
         testbed, schedd, owned):
     """The API process cannot open libvirt on the master; its instances run as condor-cloud."""
-    pid = int((testbed.state / "hosts" / "master" / "api.pid").read_text())
-    uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
-    users = {int(f[2]): f[0] for f in (line.split(":") for line in testbed.path("master", "/etc/passwd")
-                                       .read_text().splitlines())}
-    assert users[uid] == "condor-cloud-api"
+    assert testbed.user_of("master", "api.pid") == "condor-cloud-api"
     virsh = testbed.run("master", "setpriv", "--reuid=condor-cloud-api", "--regid=condor-cloud-api",
                         "--init-groups", "virsh", "-c", "qemu:///system", "list", check=False)
     assert virsh.returncode != 0

@@ -126,11 +126,7 @@ def ask_the_service(testbed: Testbed, user: str, call: str):
 
 
 def test_the_queue_service_runs_as_the_instances_user(testbed: Testbed):
-    pid = int((testbed.state / "hosts" / "master" / "queue.pid").read_text())
-    uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
-    users = {int(f[2]): f[0] for f in (line.split(":") for line in testbed.path("master", "/etc/passwd")
-                                       .read_text().splitlines())}
-    assert users[uid] == "condor-cloud"
+    assert testbed.user_of("master", "queue.pid") == "condor-cloud"
 
 
 def test_the_queue_service_answers_no_other_user(testbed: Testbed, queued):
