@@ -175,6 +175,23 @@ in_host() {
   "${HOST_PREFIX[@]}" "$@"
 }
 
+# Run a command in the master's systemd (testbed/systemd): its PID, mount,
+# network and UTS namespaces and root, with a clean environment.
+in_systemd() {
+  local pid; pid=$(cat "$(node_state master)/systemd.pid" 2>/dev/null || true)
+  pid_alive "$pid" || die "the master's systemd is not running (testbed/systemd start)"
+  nsenter -t "$pid" -m -p -u -n -r -w -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+}
+
+# The PID here of PID INNER of the PID namespace of process NS_PID.
+pid_outside() {
+  local ns p; ns=$(readlink "/proc/$1/ns/pid") || return 1
+  while read -r p; do
+    [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" = "$ns" ] && { echo "$p"; return 0; }
+  done < <(grep -s '^NSpid:' /proc/[0-9]*/status | awk -v inner="$2" 'NF > 2 && $NF == inner { split($1, f, "/"); print f[3] }')
+  return 1
+}
+
 # Host NAME's root directory as seen from outside its mount namespace.
 host_root() { echo "/proc/$(keeper_pid "$1")/root$(node_state "$1")/root"; }
 

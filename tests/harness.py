@@ -185,6 +185,10 @@ class Testbed:
         return subprocess.run([REPO / "testbed" / "run", "--host", name, *cmd],
                               check=check, capture_output=True, text=True, input=input)
 
+    def systemd(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run CMD (systemctl, journalctl) in the master's systemd (testbed/systemd)."""
+        return subprocess.run([REPO / "testbed" / "systemd", "run", *cmd], check=check, capture_output=True, text=True)
+
     def submit_as(self, user: str, description: dict[str, str], count: int = 1, name: str = "master") -> int:
         """Queue COUNT jobs of DESCRIPTION (submit commands) with condor_submit as USER on host NAME
         (authenticated by FS, as a user logged in there; paths are that host's); their cluster id."""

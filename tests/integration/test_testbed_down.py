@@ -63,3 +63,9 @@ def test_no_testbed_mount_survives(testbed: Testbed, stopped):
     mounts = Path("/proc/1/mountinfo").read_text()
     assert str(testbed.state) not in mounts
     assert "/var/cache/condor-cloud-testbed" not in mounts
+
+
+def test_no_testbed_cgroup_survives(stopped):
+    """The master's systemd (testbed/systemd) ran in a cgroup of its own."""
+    roots = [line.split()[4] for line in open("/proc/self/mountinfo") if " - cgroup2 " in line]
+    assert not [d for root in roots for d in Path(root).glob("condor-cloud-testbed-*")]
