@@ -175,11 +175,23 @@ in_host() {
   "${HOST_PREFIX[@]}" "$@"
 }
 
-# Run a command in the master's systemd (testbed/systemd): its PID, mount,
-# network and UTS namespaces and root, with a clean environment.
+# The master's systemd (testbed/systemd) runs in this cgroup, below this
+# machine's cgroup2 hierarchy.
+SYSTEMD_CGROUP=condor-cloud-testbed-$TESTBED_SLOT
+
+# The PID here of the master's systemd, if it runs: the one in its pidfile,
+# if that process is PID 1 of its namespace in SYSTEMD_CGROUP (not a
+# stranger that got the number after a reboot or a crash).
+master_systemd_pid() {
+  local pid; pid=$(cat "$(node_state master)/systemd.pid" 2>/dev/null) || return 1
+  pid_alive "$pid" && grep -Eq "/$SYSTEMD_CGROUP(/init\.scope)?\$" "/proc/$pid/cgroup" 2>/dev/null \
+    && grep -Eq '^NSpid:.*[[:space:]]1$' "/proc/$pid/status" && echo "$pid"
+}
+
+# Run a command in the master's systemd: its PID, mount, network and UTS
+# namespaces and root, with a clean environment.
 in_systemd() {
-  local pid; pid=$(cat "$(node_state master)/systemd.pid" 2>/dev/null || true)
-  pid_alive "$pid" || die "the master's systemd is not running (testbed/systemd start)"
+  local pid; pid=$(master_systemd_pid) || die "the master's systemd is not running (testbed/systemd start)"
   nsenter -t "$pid" -m -p -u -n -r -w -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
 }
 

@@ -24,12 +24,19 @@ def processes_rooted_in(state: Path) -> set[int]:
     return pids
 
 
+def cgroup_of(pid: int) -> str:
+    return next(line for line in open(f"/proc/{pid}/cgroup") if line.startswith("0::")).strip()[3:]
+
+
 @pytest.fixture(scope="module")
 def stopped(testbed: Testbed):
-    """Every process of the testbed, recorded before make testbed-down runs."""
+    """Every process of the testbed and the master's systemd's cgroup, recorded before make
+    testbed-down runs."""
     before = processes_rooted_in(testbed.state) | {testbed.keeper_pid(h.name) for h in testbed.hosts}
+    systemd = int((testbed.state / "hosts" / "master" / "systemd.pid").read_text())
+    cgroup = Path(cgroup_of(systemd)).parent
     result = subprocess.run(["make", "-C", str(REPO), "testbed-down"], capture_output=True, text=True)
-    return before, result
+    return before, result, cgroup
 
 
 def test_testbed_down_succeeds(stopped):
@@ -67,5 +74,7 @@ def test_no_testbed_mount_survives(testbed: Testbed, stopped):
 
 def test_no_testbed_cgroup_survives(stopped):
     """The master's systemd (testbed/systemd) ran in a cgroup of its own."""
+    cgroup = stopped[2]
+    assert cgroup.name.startswith("condor-cloud-testbed-")
     roots = [line.split()[4] for line in open("/proc/self/mountinfo") if " - cgroup2 " in line]
-    assert not [d for root in roots for d in Path(root).glob("condor-cloud-testbed-*")]
+    assert roots and not [root for root in roots if Path(f"{root}/{cgroup}").exists()]
