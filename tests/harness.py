@@ -125,8 +125,13 @@ class Testbed:
     def master_fqdn(self) -> str:
         return self.fqdn(next(h.name for h in self.hosts if h.role == "master"))
 
+    def pid(self, name: str, pidfile: str) -> int:
+        """The PID, as this machine sees it, in host NAME's state file PIDFILE (keeper.pid; on the
+        master also systemd.pid, api.pid, queue.pid)."""
+        return int((self.state / "hosts" / name / pidfile).read_text())
+
     def keeper_pid(self, name: str) -> int:
-        return int((self.state / "hosts" / name / "keeper.pid").read_text())
+        return self.pid(name, "keeper.pid")
 
     def pids(self, name: str, program: str) -> list[int]:
         """PIDs of the processes named PROGRAM that run on host NAME (in its network namespace), less
@@ -144,8 +149,8 @@ class Testbed:
 
     def user_of(self, name: str, pidfile: str) -> str:
         """The user (by host NAME's passwd) the process in host NAME's state file PIDFILE runs as."""
-        pid = int((self.state / "hosts" / name / pidfile).read_text())
-        uid = int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
+        with open(f"/proc/{self.pid(name, pidfile)}/status") as status:
+            uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
         users = {int(f[2]): f[0] for f in (line.split(":") for line in self.path(name, "/etc/passwd")
                                            .read_text().splitlines())}
         return users[uid]

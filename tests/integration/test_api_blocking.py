@@ -99,10 +99,6 @@ LONG_PAUSE = 16.0  # the testbed's CONDOR_CLOUD_API_CONDOR_TIMEOUT is 10 s
 JSON = {"Accept": "application/json"}
 
 
-def api_pid(testbed: Testbed) -> int:
-    return int((testbed.state / "hosts" / "master" / "api.pid").read_text())
-
-
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
@@ -209,7 +205,7 @@ def test_a_create_across_a_long_pause_makes_exactly_the_instances_it_said(create
 def reads_during_a_long_pause(testbed: Testbed, api):
     """200 reads at once while the schedd is stopped for longer than the API's timeout:
     the answers, and the API's threads and processes before, at most during, and after."""
-    pid = api_pid(testbed)
+    pid = testbed.pid("master", "api.pid")
     api.get(api.base + "/instances", headers=XML, timeout=30)  # the worker processes are up
     before = (threads(pid), len(descendants(pid)))
     answers: list[tuple] = []

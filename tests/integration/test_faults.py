@@ -201,7 +201,7 @@ def test_the_wrapper_carries_out_requests_once_libvirtd_is_back(libvirtd_gone_fo
 @pytest.fixture(scope="module")
 def api_killed(testbed: Testbed, api, schedd, survivor):
     before = cloud_jobs(schedd)
-    pid = int((testbed.state / "hosts" / "master" / "api.pid").read_text())
+    pid = testbed.pid("master", "api.pid")
     results = []
 
     def create():

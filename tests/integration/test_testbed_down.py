@@ -33,8 +33,7 @@ def stopped(testbed: Testbed):
     """Every process of the testbed and the master's systemd's cgroup, recorded before make
     testbed-down runs."""
     before = processes_rooted_in(testbed.state) | {testbed.keeper_pid(h.name) for h in testbed.hosts}
-    systemd = int((testbed.state / "hosts" / "master" / "systemd.pid").read_text())
-    cgroup = Path(cgroup_of(systemd)).parent
+    cgroup = Path(cgroup_of(testbed.pid("master", "systemd.pid"))).parent
     result = subprocess.run(["make", "-C", str(REPO), "testbed-down"], capture_output=True, text=True)
     return before, result, cgroup
 

@@ -20,8 +20,7 @@ def show(testbed: Testbed, unit: str, prop: str) -> str:
 
 def pid_here(pid_in_systemd: int, testbed: Testbed) -> int:
     """The PID, as the tests see it, of a process of the master's systemd (its own PID namespace)."""
-    init = int((testbed.state / "hosts" / "master" / "systemd.pid").read_text())
-    ns = os.readlink(f"/proc/{init}/ns/pid")
+    ns = os.readlink(f"/proc/{testbed.pid('master', 'systemd.pid')}/ns/pid")
     for proc in os.listdir("/proc"):
         try:
             nspid = next(line for line in open(f"/proc/{proc}/status") if line.startswith("NSpid:")).split()[1:]
@@ -42,7 +41,7 @@ def mounts(pid: int) -> dict[str, tuple[str, str]]:
 
 
 def process_of(testbed: Testbed, unit: str) -> int:
-    return int((testbed.state / "hosts" / "master" / UNITS[unit]).read_text())
+    return testbed.pid("master", UNITS[unit])
 
 
 @pytest.mark.parametrize("unit", UNITS)
